@@ -1,0 +1,1 @@
+"""Tile stores, tile sources and datasets."""

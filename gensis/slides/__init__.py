@@ -1,0 +1,1 @@
+"""Whole-slide images: open, physical resolution, tissue mask, tile grid, tiling runs."""
