@@ -2,7 +2,7 @@
 
 A slide ``name.ext`` may come with ``name.labels.png`` (uint8, 0 = unlabelled, k = class
 k - 1, covering the whole slide at any resolution) and ``name.labels.json``
-(``{"classes": [...]}``). Each tile takes the label at its centre. The synthetic slide
+(``{"classes": [...]}``). Each tile takes the most common label inside it. The synthetic slide
 writes these; a lab can export its annotations the same way.
 """
 
@@ -24,13 +24,17 @@ class LabelMap:
     classes: tuple[str, ...]
 
     def labels_for(self, coords: np.ndarray, size0: int, slide_size: tuple[int, int]) -> np.ndarray:
-        """Class index at each tile's centre, -1 where unlabelled."""
+        """Each tile's label: the most common class over a 5 x 5 grid of points in it, -1 if none."""
         h, w = self.image.shape
-        cx = (coords[:, 0] + size0 / 2) * w / slide_size[0]
-        cy = (coords[:, 1] + size0 / 2) * h / slide_size[1]
-        ix = np.clip(cx.astype(np.int64), 0, w - 1)
-        iy = np.clip(cy.astype(np.int64), 0, h - 1)
-        return self.image[iy, ix].astype(np.int64) - 1
+        steps = (np.arange(5) + 0.5) / 5 * size0
+        px = (coords[:, 0, None, None] + steps[None, None, :]) * w / slide_size[0]
+        py = (coords[:, 1, None, None] + steps[None, :, None]) * h / slide_size[1]
+        ix = np.clip(px.astype(np.int64), 0, w - 1)
+        iy = np.clip(py.astype(np.int64), 0, h - 1)
+        samples = self.image[iy, ix].reshape(len(coords), -1).astype(np.int64)
+        counts = np.stack([(samples == k).sum(axis=1) for k in range(1, len(self.classes) + 1)], axis=1)
+        labels = counts.argmax(axis=1)
+        return np.where(counts.max(axis=1) > 0, labels, -1).astype(np.int64) if len(coords) else labels
 
 
 def label_map_paths(slide_path: Path) -> tuple[Path, Path]:

@@ -66,9 +66,14 @@ def mpp_from_openslide_properties(props: Mapping[str, str]) -> Optional[float]:
     mpp = plausible(props.get("openslide.mpp-x"))
     if mpp:
         return mpp
-    mpp = mpp_from_aperio_description(props.get("tiff.ImageDescription", ""))
+    description = props.get("tiff.ImageDescription", "")
+    mpp = mpp_from_aperio_description(description)
     if mpp:
         return mpp
+    if "<OME" in description:
+        mpp = mpp_from_ome_xml(description)
+        if mpp:
+            return mpp
     try:
         res = float(props.get("tiff.XResolution", "nan"))
     except ValueError:

@@ -37,7 +37,7 @@ class SyntheticSlideSpec:
     mpp: float = 0.5
     seed: int = 0
     level_factor: int = 4
-    min_level_side: int = 512
+    min_level_side: int = 256
     jpeg_quality: int = 90
 
     @property
@@ -158,15 +158,15 @@ class SyntheticSlide:
 
     def _fat(self, x, y):
         seed = self.spec.seed
-        white = np.array([0.97, 0.95, 0.96], np.float32)
-        membrane = np.array([0.88, 0.58, 0.74], np.float32)
+        white = np.array([0.96, 0.85, 0.90], np.float32)   # pale: a saturation mask still finds fat
+        membrane = np.array([0.86, 0.52, 0.70], np.float32)
         gap = _voronoi_edge(x, y, 55.0, seed, 61)
-        edge = np.clip(1.0 - gap / 2.5, 0, 1)[:, None]
+        edge = np.clip(1.0 - gap / 4.0, 0, 1)[:, None]
         return white * (1 - edge) + membrane * edge
 
     def _mucus(self, x, y):
         seed = self.spec.seed
-        base = np.array([0.80, 0.82, 0.92], np.float32)
+        base = np.array([0.76, 0.78, 0.92], np.float32)
         wisp = np.array([0.62, 0.64, 0.84], np.float32)
         dark = np.array([0.35, 0.25, 0.55], np.float32)
         n = _value_noise(x, y, 35.0, seed, 71) * 0.6 + _value_noise(x, y, 9.0, seed, 72) * 0.4

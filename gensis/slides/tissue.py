@@ -12,7 +12,7 @@ import numpy as np
 from skimage import color, filters, morphology
 
 
-def tissue_mask(rgb: np.ndarray, min_saturation: float = 0.07, max_saturation: float = 0.2,
+def tissue_mask(rgb: np.ndarray, min_saturation: float = 0.07, max_saturation: float = 0.1,
                 min_object_px: int = 16, max_hole_px: int = 16, remove_pen: bool = True) -> np.ndarray:
     """Boolean tissue mask of an RGB uint8 image (H, W, 3)."""
     hsv = color.rgb2hsv(rgb[..., :3])
@@ -28,7 +28,7 @@ def tissue_mask(rgb: np.ndarray, min_saturation: float = 0.07, max_saturation: f
         pen = pen_ink(hue, sat, val)
         pen = morphology.remove_small_objects(pen, max_size=pen.size // 100)  # strokes, not stained specks
         if pen.any():  # the blurred rim of a pen stroke is pink too: grow the ink before removing it
-            halo = max(1, min(mask.shape) // 32)
+            halo = max(1, min(mask.shape) // 16)
             pen = morphology.dilation(pen, morphology.disk(halo)).astype(bool)
         mask &= ~pen
     radius = 1 if min(mask.shape) < 64 else 2

@@ -1,0 +1,64 @@
+"""The command line: help, and one clear line (no traceback) for every kind of bad input."""
+
+import pytest
+
+from gensis.config.compose import compose_config
+from gensis.config.tile import TileConfig
+from gensis.errors import GensisError
+from tests.conftest import run_cli
+
+
+def test_help_lists_every_command():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("tile", "synth", "demo"):
+        assert f"  {command} " in result.stdout
+
+
+def test_command_help_shows_keys_and_defaults():
+    result = run_cli("tile", "--help")
+    assert result.returncode == 0
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ")}
+    assert "224" in lines["tile.size"]
+    assert "(required)" in lines["slides"]
+    assert "h5" in lines["tile.format"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["slides=x", "out=y", "tile.bogus=1"], ["unknown key", "tile.bogus"]),
+    (["slides=x", "out=y", "tile.size=abc"], ["tile.size", "abc"]),
+    (["out=y"], ["missing required key", "slides"]),
+    (["slides=does/not/exist", "out=y"], ["does/not/exist", "no such file"]),
+    (["slides=x", "out=y", "tile.format=gif"], ["tile.format", "gif"]),
+    (["slides=x", "out=y", "experiment=nope"], ["experiment/nope", "tiny"]),
+    (["slides", "out=y"], ["'slides'", "key=value"]),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, args, words):
+    result = run_cli("tile", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    for word in words:
+        assert word in message
+
+
+def test_unknown_command(tmp_path):
+    result = run_cli("tiles", cwd=tmp_path)
+    assert result.returncode == 2 and "unknown command 'tiles'" in result.stderr
+
+
+def test_experiment_tiny_and_overrides_compose():
+    cfg = compose_config("tile", TileConfig, ["slides=a", "out=b", "experiment=tiny", "tile.size=48"],
+                         other_blocks={"slide_size", "width", "height"})
+    assert isinstance(cfg, TileConfig)
+    assert cfg.tile.size == 48          # the user's override wins over the preset
+    assert cfg.tile.mpp == 2.0          # from the preset
+    assert cfg.workers == 0
+    with pytest.raises(Exception):
+        cfg.tile.size = 3               # configs are frozen
+
+
+def test_value_checks_name_the_key():
+    with pytest.raises(GensisError, match="tile.min_tissue"):
+        compose_config("tile", TileConfig, ["slides=a", "out=b", "tile.min_tissue=2"])

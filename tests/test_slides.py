@@ -1,0 +1,122 @@
+"""Opening slides, physical resolution, pyramid level choice, tissue detection."""
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from gensis.errors import SlideError
+from gensis.slides.grid import make_grid, strips, tissue_fractions
+from gensis.slides.reader import TiffSlide, best_level_for_downsample, open_slide, slide_name
+from gensis.slides.resolution import mpp_from_ome_xml, mpp_from_resolution_tag
+from gensis.slides.synthetic import SyntheticSlide, SyntheticSlideSpec
+from gensis.slides.tissue import tissue_mask
+
+
+def test_openslide_reads_aperio_with_mpp(shared_data):
+    slide = open_slide(shared_data / "slides" / "cmu_small_region.svs")
+    assert slide.format == "openslide"
+    assert slide.dimensions == (2220, 2967)
+    assert slide.mpp == pytest.approx(0.499, abs=1e-3)
+    region = slide.read_region(100, 200, 0, 64, 32)
+    assert region.shape == (32, 64, 3) and region.dtype == np.uint8
+
+
+def test_unopenable_file_names_file_and_readers(shared_data, tmp_path):
+    bogus = tmp_path / "notes.svs"
+    bogus.write_text("not a slide")
+    with pytest.raises(SlideError, match="notes.svs.*OpenSlide"):
+        open_slide(bogus)
+    with pytest.raises(SlideError, match="file not found"):
+        open_slide(tmp_path / "missing.svs")
+
+
+def test_stripped_ome_tiff_falls_back_to_tifffile(tmp_path):
+    image = SyntheticSlide(SyntheticSlideSpec(width=600, height=400)).render(0, 0, 600, 400)
+    path = tmp_path / "stripped.ome.tif"
+    tifffile.imwrite(path, image, photometric="rgb", metadata={"axes": "YXS", "PhysicalSizeX": 0.25,
+                                                               "PhysicalSizeXUnit": "µm"})
+    assert slide_name(path) == "stripped"
+    slide = open_slide(path)
+    assert isinstance(slide, TiffSlide)
+    assert slide.mpp == pytest.approx(0.25)
+    assert slide.dimensions == (600, 400)
+    np.testing.assert_array_equal(slide.read_region(10, 20, 0, 50, 30), image[20:50, 10:60])
+    # a region running off the image is padded with white
+    edge = slide.read_region(580, 390, 0, 40, 20)
+    np.testing.assert_array_equal(edge[:10, :20], image[390:400, 580:600])
+    assert (edge[10:] == 255).all()
+
+
+def test_tiled_ome_pyramid_mpp_through_openslide_or_tifffile(tmp_path):
+    image = SyntheticSlide(SyntheticSlideSpec(width=1024, height=1024)).render(0, 0, 1024, 1024)
+    path = tmp_path / "pyramid.ome.tiff"
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(image, tile=(256, 256), photometric="rgb", subifds=1,
+                  metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeXUnit": "µm"})
+        tif.write(image[::2, ::2], tile=(256, 256), photometric="rgb", subfiletype=1)
+    slide = open_slide(path)
+    assert slide.mpp == pytest.approx(0.5)
+    assert slide.dimensions == (1024, 1024)
+    assert slide.read_region(0, 0, 0, 8, 8).shape == (8, 8, 3)
+
+
+def test_resolution_sources():
+    assert mpp_from_resolution_tag(20000, 3) == pytest.approx(0.5)       # 20000 px per cm
+    assert mpp_from_resolution_tag(72, 2) is None                         # a 72 dpi default is no resolution
+    assert mpp_from_resolution_tag(50800, "inch") == pytest.approx(0.5)
+    xml = '<OME><Image><Pixels PhysicalSizeX="250" PhysicalSizeXUnit="nm"/></Image></OME>'
+    assert mpp_from_ome_xml(xml) == pytest.approx(0.25)
+
+
+def test_level_choice_is_the_coarsest_not_coarser_than_target():
+    downsamples = [1.0, 4.0, 16.0]
+    assert best_level_for_downsample(downsamples, 2.0) == 0      # 0.25 -> 0.5 um/px: read level 0, resize
+    assert best_level_for_downsample(downsamples, 4.0) == 1
+    assert best_level_for_downsample(downsamples, 4.02) == 1     # rounding in stored downsamples
+    assert best_level_for_downsample(downsamples, 10.0) == 1
+    assert best_level_for_downsample(downsamples, 100.0) == 2
+
+
+def test_grid_sizes_and_tissue_fraction():
+    grid = make_grid(1000, 500, slide_mpp=0.25, target_mpp=0.5, tile_px=100)
+    assert grid.patch_size_level0 == 200
+    assert len(grid.coords) == 5 * 2
+    assert grid.coords[:, 0].max() + 200 <= 1000
+    mask = np.zeros((50, 100), bool)
+    mask[:, :50] = True                                  # left half is tissue (mask at 10x downsample)
+    fractions = tissue_fractions(mask, 10.0, grid.coords, grid.patch_size_level0)
+    expected = np.clip((500 - grid.coords[:, 0]) / 200, 0, 1)  # covered share of each tile
+    np.testing.assert_allclose(fractions, expected)
+    runs = strips(grid.coords, grid.stride_level0, max_tiles=3)
+    assert [len(r) for r in runs] == [3, 2, 3, 2]
+
+
+def test_tissue_mask_on_real_fixture_tiles(shared_data):
+    folder = shared_data / "tiles" / "histolab_fixtures"
+    tissue = sorted(folder.glob("tissue-*.png"))
+    empty = sorted(folder.glob("no-tissue*.png"))
+    assert tissue and empty
+
+    def fraction(path):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        area = image.shape[0] * image.shape[1]
+        return tissue_mask(image, min_object_px=area // 1000, max_hole_px=area // 1000).mean()
+
+    for path in tissue:
+        assert fraction(path) > 0.25, path.name
+    for path in empty:
+        assert fraction(path) < 0.1, path.name
+
+
+def test_synthetic_slide_reads_as_aperio_with_known_regions(synthetic_slide):
+    slide = open_slide(synthetic_slide)
+    assert slide.format == "openslide" and slide.vendor == "aperio"
+    assert slide.mpp == pytest.approx(0.5)
+    assert slide.level_count == 2
+    spec = SyntheticSlideSpec(width=1024, height=1024)
+    labels = SyntheticSlide(spec).labels_at(np.array([300.0, 700, 300, 700, 10]), np.array([300.0, 300, 700, 700, 10]))
+    assert list(labels) == [0, 1, 2, 3, -1]
+    # deterministic: same spec, same pixels
+    a = SyntheticSlide(spec).render(100, 100, 32, 32)
+    np.testing.assert_array_equal(a, SyntheticSlide(spec).render(100, 100, 32, 32))
