@@ -1,4 +1,4 @@
-"""Drive one peer tiler (hs2p, LazySlide or TIAToolbox) the way a user of it would.
+"""Drive one peer tiler (hs2p or LazySlide) the way a user of it would.
 
 Run by ``benchmarks/tiling.py`` inside the peers' virtualenv (never inside gensis's own
 environment), one process per run, so that the benchmark can time it and sample the
@@ -115,51 +115,7 @@ def run_lazyslide(args) -> dict:
             "tile_output": "tiles/", "tile_format": "one JPEG file per tile (written by the driver)"}
 
 
-# ----------------------------------------------------------------------------------------
-# TIAToolbox: tissue mask + SlidePatchExtractor (not installed by default: heavy)
-
-def _tia_save(job):
-    path, quality, mpp, size, coords, folder = job
-    from tiatoolbox.wsicore.wsireader import WSIReader
-
-    reader = WSIReader.open(path)
-    for x, y in coords:
-        tile = reader.read_rect((int(x), int(y)), (size, size), resolution=mpp, units="mpp")
-        _save_jpeg(tile, Path(folder) / f"{int(x)}_{int(y)}.jpg", quality)
-    return len(coords)
-
-
-def run_tiatoolbox(args) -> dict:
-    import multiprocessing
-
-    import numpy as np
-    from importlib.metadata import version
-    from tiatoolbox.tools.patchextraction import get_patch_extractor
-    from tiatoolbox.wsicore.wsireader import WSIReader
-
-    out = Path(args.out)
-    tiles_dir = out / "tiles"
-    tiles_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    reader = WSIReader.open(args.slide)
-    mask = reader.tissue_mask(method="otsu", resolution=8.0, units="mpp")
-    extractor = get_patch_extractor("slidingwindow", input_img=reader, input_mask=mask,
-                                    patch_size=(args.size, args.size), resolution=args.mpp, units="mpp",
-                                    min_mask_ratio=args.min_tissue)
-    coords = np.asarray(extractor.coordinate_list)[:, :2].astype(np.int64)
-    t1 = time.perf_counter()
-    chunks = [c for c in np.array_split(coords, max(1, len(coords) // 256)) if len(c)]
-    jobs = [(args.slide, args.jpeg_quality, args.mpp, args.size, c, str(tiles_dir)) for c in chunks]
-    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        written = sum(pool.imap_unordered(_tia_save, jobs))
-    t2 = time.perf_counter()
-    np.save(out / "coords.npy", coords)
-    return {"tool": "tiatoolbox", "version": version("tiatoolbox"), "tiles": int(written),
-            "seconds": {"total": t2 - t0, "tissue+grid": t1 - t0, "tiles": t2 - t1},
-            "tile_output": "tiles/", "tile_format": "one JPEG file per tile (written by the driver)"}
-
-
-RUNNERS = {"hs2p": run_hs2p, "lazyslide": run_lazyslide, "tiatoolbox": run_tiatoolbox}
+RUNNERS = {"hs2p": run_hs2p, "lazyslide": run_lazyslide}
 
 
 def main(argv=None) -> int:

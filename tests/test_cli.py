@@ -62,3 +62,12 @@ def test_experiment_tiny_and_overrides_compose():
 def test_value_checks_name_the_key():
     with pytest.raises(GensisError, match="tile.min_tissue"):
         compose_config("tile", TileConfig, ["slides=a", "out=b", "tile.min_tissue=2"])
+
+
+def test_demo_tiny_runs_and_resumes(tmp_path):
+    first = run_cli("demo", f"out={tmp_path / 'demo'}", "experiment=tiny", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "demo" / "tiling" / "tiles.h5").is_file()
+    assert (tmp_path / "demo" / "tiling" / "qc" / "synthetic.png").is_file()
+    second = run_cli("demo", f"out={tmp_path / 'demo'}", "experiment=tiny", cwd=tmp_path)
+    assert second.returncode == 0 and "already there" in second.stdout and "1 already done" in second.stdout

@@ -99,8 +99,6 @@ def plan_slide(entry: SlideEntry, params: TileParams, mpp_override: Optional[flo
         mask_ds = max(1.0, params.mask_mpp / mpp)
         try:
             thumb = slide.read_downsampled(mask_ds)
-        except SlideError:
-            raise
         except Exception as err:
             raise SlideError(f"{entry.path}: opened, but reading pixels failed ({_short(err)})") from None
         px_area = (mask_ds * mpp) ** 2
@@ -288,7 +286,7 @@ def run_tiling(cfg: TileConfig, log=print) -> TilingSummary:
     if summary.already_done:
         log(f"{len(summary.already_done)} slide(s) already tiled in {out}, skipping them")
 
-    pool = _Pool(min(cfg.workers, max(1, len(todo) * 64)) if todo else 0)
+    pool = _Pool(cfg.workers if todo else 0)
     try:
         plans: dict[str, SlidePlan] = {}
         bar = tqdm(total=len(todo), desc="tissue masks", unit="slide", disable=not cfg.progress or not todo)
