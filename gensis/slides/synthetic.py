@@ -28,6 +28,7 @@ from gensis.atomic import atomic_path
 CLASSES = ("nuclei", "stroma", "fat", "mucus")
 TILE = 256
 LABEL_MAP_DOWNSAMPLE = 32
+RENDER_MPP = 0.5   # finest resolution the textures are drawn at
 
 
 @dataclass(frozen=True)
@@ -185,10 +186,20 @@ class SyntheticSlide:
         return (self.labels_at(x, y) + 1).astype(np.uint8)
 
     def _tiles(self, downsample: int) -> Iterator[np.ndarray]:
+        """Level tiles, row by row. Levels finer than RENDER_MPP are drawn at RENDER_MPP and
+        upsampled (bilinear): the textures hold no finer detail, and it is 4x faster at 0.25 um/px."""
+        from PIL import Image
+
         s = self.spec
         lw, lh = -(-s.width // downsample), -(-s.height // downsample)
+        factor = 1
+        while s.mpp * downsample * factor * 2 <= RENDER_MPP and TILE % (factor * 2) == 0:
+            factor *= 2
+        width = -(-lw // TILE) * TILE
         for ty in range(0, lh, TILE):
-            strip = self.render(0, ty * downsample, -(-lw // TILE) * TILE, TILE, downsample)
+            strip = self.render(0, ty * downsample, width // factor, TILE // factor, downsample * factor)
+            if factor > 1:
+                strip = np.asarray(Image.fromarray(strip).resize((width, TILE), Image.BILINEAR))
             for tx in range(0, lw, TILE):
                 yield strip[:, tx: tx + TILE]
 
