@@ -37,6 +37,39 @@ def _demo_schema():
     return DemoConfig
 
 
+def _stage1_schema():
+    from gensis.config.stage1 import Stage1Config
+    return Stage1Config
+
+
+def run_stage1(cfg) -> int:
+    from stages import stage1
+
+    return stage1.run(cfg)
+
+
+def _embed_schema():
+    from gensis.config.features import EmbedConfig
+    return EmbedConfig
+
+
+def _eval_schema():
+    from gensis.config.features import EvalConfig
+    return EvalConfig
+
+
+def run_embed(cfg) -> int:
+    from gensis.evaluation import embed_run
+
+    return embed_run.run(cfg)
+
+
+def run_eval(cfg) -> int:
+    from gensis.evaluation import eval_run
+
+    return eval_run.run(cfg)
+
+
 def run_tile(cfg) -> int:
     from gensis.slides.tiling import print_summary, run_tiling
 
@@ -86,6 +119,10 @@ def run_demo(cfg) -> int:
 COMMANDS = {
     "tile": Command("tile", "cut whole-slide images into tissue tiles (coords, tiles.h5 or images, QC, manifest)",
                     _tile_schema, run_tile),
+    "stage1": Command("stage1", "train the stage-1 DINO encoder on tiles", _stage1_schema, run_stage1),
+    "embed": Command("embed", "embed every tile with an encoder run into embeddings.h5", _embed_schema, run_embed),
+    "eval": Command("eval", "kNN and linear probe of an encoder on labeled tiles (metrics.json, report.md)",
+                    _eval_schema, run_eval),
     "synth": Command("synth", "write the built-in synthetic H&E-like slide with known tissue regions",
                      _synth_schema, run_synth),
     "demo": Command("demo", "run the pipeline end to end on the built-in synthetic slide", _demo_schema, run_demo),

@@ -1,0 +1,106 @@
+"""DINO multi-crop augmentation for histopathology tiles (torchvision transforms).
+
+Global crops (``crops.global_size``, scale ``crops.global_scale``) and local crops, each with
+flips, rotations by 90 degrees, colour jitter, grayscale, HED stain jitter, Gaussian blur
+(1.0 / 0.1 on the two global crops, 0.5 on local ones) and solarisation (second global
+crop), as in DINO plus the histopathology additions of METHOD.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Tuple
+
+import torch
+from torchvision.transforms import v2
+
+from gensis.data.hed_jitter import HEDJitter
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    n_global: int = 2
+    n_local: int = 8
+    global_size: int = 224
+    local_size: int = 96
+    global_scale: Tuple[float, float] = (0.4, 1.0)
+    local_scale: Tuple[float, float] = (0.05, 0.4)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flip: bool = True
+    rotate90: bool = True
+    color_jitter: float = 0.8          # probability of brightness/contrast/saturation/hue jitter
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale: float = 0.2
+    hed_jitter: float = 0.5            # probability of HED stain jitter
+    hed_sigma: float = 0.05
+    hed_bias: float = 0.01
+    blur: bool = True
+    solarize: float = 0.2
+
+
+class RandomRotate90(torch.nn.Module):
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(image, int(torch.randint(0, 4, ())), dims=(-2, -1))
+
+
+def _view(size: int, scale, augment: AugmentConfig, blur_p: float, solarize_p: float, mean, std) -> v2.Compose:
+    steps = [v2.ToImage(), v2.RandomResizedCrop(size, scale=tuple(scale), interpolation=v2.InterpolationMode.BICUBIC,
+                                                antialias=True)]
+    if augment.flip:
+        steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
+    if augment.rotate90:
+        steps.append(RandomRotate90())
+    if augment.color_jitter > 0:
+        steps.append(v2.RandomApply([v2.ColorJitter(augment.brightness, augment.contrast, augment.saturation,
+                                                    augment.hue)], p=augment.color_jitter))
+    if augment.grayscale > 0:
+        steps.append(v2.RandomGrayscale(p=augment.grayscale))
+    if augment.blur and blur_p > 0:
+        kernel = max(3, (size // 10) | 1)
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur_p))
+    if solarize_p > 0:
+        steps.append(v2.RandomSolarize(threshold=128, p=solarize_p))
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    if augment.hed_jitter > 0:
+        steps.append(HEDJitter(augment.hed_sigma, augment.hed_bias, p=augment.hed_jitter))
+    steps.append(v2.Normalize(mean=list(mean), std=list(std)))
+    return v2.Compose(steps)
+
+
+class MultiCropAugment:
+    """Image -> list of crops: ``n_global`` global crops first, then ``n_local`` local ones.
+
+    >>> from PIL import Image
+    >>> crops = MultiCropAugment(CropConfig(global_size=32, local_size=16, n_local=2))(Image.new("RGB", (64, 64)))
+    >>> [tuple(c.shape) for c in crops]
+    [(3, 32, 32), (3, 32, 32), (3, 16, 16), (3, 16, 16)]
+    """
+
+    def __init__(self, crops: CropConfig, augment: AugmentConfig = AugmentConfig(),
+                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        self.crops = crops
+        self.global_views = []
+        for index in range(crops.n_global):
+            blur_p = 1.0 if index == 0 else 0.1
+            solarize_p = augment.solarize if index == 1 else 0.0
+            self.global_views.append(_view(crops.global_size, crops.global_scale, augment, blur_p, solarize_p,
+                                           mean, std))
+        self.local_view = _view(crops.local_size, crops.local_scale, augment, 0.5, 0.0, mean, std)
+
+    def __call__(self, image) -> list[torch.Tensor]:
+        crops = [view(image) for view in self.global_views]
+        crops += [self.local_view(image) for _ in range(self.crops.n_local)]
+        return crops
+
+
+def eval_transform(size: int, mean, std) -> v2.Compose:
+    """Resize to the encoder's input size and normalise (embedding and evaluation)."""
+    return v2.Compose([v2.ToImage(), v2.Resize((size, size), interpolation=v2.InterpolationMode.BICUBIC,
+                                               antialias=True),
+                       v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))])

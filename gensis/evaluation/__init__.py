@@ -1,0 +1,1 @@
+"""Frozen-feature evaluation: splits, kNN, linear probe, metrics and reports."""

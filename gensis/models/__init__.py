@@ -1,0 +1,1 @@
+"""Backbones (timm), the DINO head, and the encoder export format."""

@@ -1,0 +1,1 @@
+"""Training helpers shared by the stages: per-iteration schedules."""

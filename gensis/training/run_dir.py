@@ -1,0 +1,88 @@
+"""Run directories: resolved config, resume rules, loss-curve plot."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from gensis.atomic import atomic_path, write_text
+from gensis.config.compose import to_yaml
+from gensis.errors import GensisError
+
+
+def prepare_run_dir(out: str | Path, cfg, resume: bool) -> tuple[Path, Path | None]:
+    """Create ``out``; refuse to overwrite an earlier run unless resuming. Returns (dir, checkpoint to resume)."""
+    out = Path(out)
+    last = out / "checkpoints" / "last.ckpt"
+    if last.is_file() and not resume:
+        raise GensisError(f"out={out} already holds a run; pass resume=true to continue it or choose another out=")
+    if resume and not last.is_file():
+        raise GensisError(f"resume=true but {last} does not exist; start without resume=true")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", to_yaml(cfg))
+    return out, (last if resume else None)
+
+
+def plot_metrics(metrics_csv: Path, png: Path, keys: tuple[str, ...] = ("train/loss",), title: str = "") -> None:
+    """Line plot of the given metrics against step (rows without them are skipped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not metrics_csv.is_file():
+        return
+    with open(metrics_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+        if points:
+            ax.plot(*zip(*points))
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def session_log_dir(out: Path) -> str:
+    """A fresh ``logs/session_<n>`` name for this launch's CSV log (earlier launches keep theirs)."""
+    logs = Path(out) / "logs"
+    n = 0
+    while (logs / f"session_{n}").exists():
+        n += 1
+    return f"session_{n}"
+
+
+def merge_metrics(out: Path) -> None:
+    """Rebuild ``metrics.csv`` from every launch's log: rows a later launch redid (after a resume) are dropped."""
+    sessions = sorted((Path(out) / "logs").glob("session_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    tables = []
+    for path in sessions:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if rows:
+            tables.append(rows)
+    merged: list[dict] = []
+    for index, rows in enumerate(tables):
+        if index + 1 < len(tables):
+            next_start = min(int(r["step"]) for r in tables[index + 1])
+            rows = [r for r in rows if int(r["step"]) < next_start]
+        merged.extend(rows)
+    if not merged:
+        return
+    keys: list[str] = []
+    for row in merged:
+        keys += [k for k in row if k not in keys]
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys)
+    writer.writeheader()
+    writer.writerows(merged)
+    write_text(Path(out) / "metrics.csv", buffer.getvalue())

@@ -1,0 +1,148 @@
+"""stage1 end to end at experiment=tiny on real tiles: checkpoint, exact resume, DDP, embed, eval."""
+
+import csv
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from gensis.data.embeddings_store import EmbeddingsWriter, partial_path, read_embeddings
+from gensis.data.tile_source import open_tiles
+from gensis.evaluation.eval_run import evaluate_features
+from gensis.evaluation.split import train_test_split
+from gensis.models.backbone import load_encoder
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def lung_tiles(shared_data, tmp_path_factory):
+    """12 real tiles per class from lc25000_lung_dev, with their groups.csv rows."""
+    source = shared_data / "tiles" / "lc25000_lung_dev"
+    root = tmp_path_factory.mktemp("lung")
+    rows = list(csv.DictReader(open(source / "groups.csv")))
+    keep = []
+    for label in ("lung_aca", "lung_n", "lung_scc"):  # 4 groups of 3 near-duplicates per class
+        groups = sorted({r["group"] for r in rows if r["label"] == label})[:4]
+        for group in groups:
+            keep += [r for r in rows if r["group"] == group][:3]
+    for row in keep:
+        (root / row["file"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / row["file"], root / row["file"])
+    with open(root / "groups.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "label", "group"])
+        writer.writeheader()
+        writer.writerows(keep)
+    return root
+
+
+@pytest.fixture(scope="module")
+def stage1_run(lung_tiles, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "s1"
+    result = run_cli("stage1", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1",
+                     f"data.val={lung_tiles}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def steps_in(ckpt):
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+
+
+def test_stage1_writes_the_run_dir(stage1_run):
+    for name in ("config.yaml", "checkpoints/last.ckpt", "encoder.safetensors", "encoder.json", "metrics.csv",
+                 "loss.png"):
+        assert (stage1_run / name).is_file(), name
+    info = json.loads((stage1_run / "encoder.json").read_text())
+    assert info["name"] == "vit_tiny_patch16_224" and info["embed_dim"] == 64 and info["img_size"] == 32
+    model, spec = load_encoder(stage1_run)                     # rebuilt without any checkpoint
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 64)
+    rows = list(csv.DictReader(open(stage1_run / "metrics.csv")))
+    assert any(r.get("val/knn_balanced_accuracy") for r in rows)
+    assert steps_in(stage1_run / "checkpoints" / "last.ckpt") == 36 // 8
+
+
+def test_resume_continues_from_the_checkpoint(stage1_run, tmp_path):
+    out = tmp_path / "s1"
+    shutil.copytree(stage1_run, out)
+    config = out / "config.yaml"
+    data_path = [line.split(": ", 1)[1] for line in config.read_text().splitlines() if line.startswith("  path:")][0]
+    refused = run_cli("stage1", f"data.path={data_path}", f"out={out}", "experiment=tiny", "optim.epochs=2")
+    assert refused.returncode == 2 and "resume=true" in refused.stderr
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    center_before = state["state_dict"]["loss.center"]
+    assert center_before.abs().sum() > 0                     # the centre is part of the checkpoint
+    result = run_cli("stage1", f"data.path={data_path}", f"out={out}", "experiment=tiny", "optim.epochs=2",
+                     "resume=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert steps_in(out / "checkpoints" / "last.ckpt") == 2 * (36 // 8)  # continued, not restarted
+    steps = [int(r["step"]) for r in csv.DictReader(open(out / "metrics.csv")) if r.get("train/loss")]
+    assert steps == list(range(8))                            # one history, no step logged twice
+
+
+def test_ddp_two_processes_agree_on_the_teacher(lung_tiles, tmp_path):
+    out = tmp_path / "ddp"
+    result = run_cli("stage1", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1",
+                     "trainer.devices=2", "trainer.strategy=ddp")
+    assert result.returncode == 0, result.stderr[-2000:]
+    check = json.loads((out / "ddp_check.json").read_text())
+    assert len(check["teacher_checksums"]) == 2 and check["consistent"]
+
+
+def test_embed_writes_every_tile_and_resumes(stage1_run, lung_tiles, tmp_path):
+    out = tmp_path / "embeddings.h5"
+    result = run_cli("embed", f"encoder={stage1_run}", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny")
+    assert result.returncode == 0, result.stderr[-2000:]
+    embeddings, keys, attrs = read_embeddings(out)
+    tiles = open_tiles(lung_tiles)
+    assert embeddings.shape == (len(tiles), 64) and keys == tiles.keys
+    assert attrs["encoder"] == json.loads((stage1_run / "encoder.json").read_text())["sha256"]
+    # a killed run: half written, with garbage after n_done; resuming fills in the rest exactly
+    again = tmp_path / "again.h5"
+    writer = EmbeddingsWriter(again, keys, 64, attrs["encoder"], "x")
+    writer.write(0, embeddings[:20])
+    writer.file["embeddings"][20:] = 7.0
+    writer.close()
+    assert partial_path(again).is_file() and not again.exists()
+    result = run_cli("embed", f"encoder={stage1_run}", f"data.path={lung_tiles}", f"out={again}", "experiment=tiny")
+    assert result.returncode == 0 and "resuming: 20 of 36" in result.stdout
+    np.testing.assert_allclose(read_embeddings(again)[0], embeddings, rtol=1e-5, atol=1e-5)
+
+
+def test_eval_reports_metrics_for_trained_and_random_encoders(stage1_run, lung_tiles, tmp_path):
+    for encoder in (str(stage1_run), "random"):
+        out = tmp_path / encoder.replace("/", "_")
+        result = run_cli("eval", f"encoder={encoder}", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny")
+        assert result.returncode == 0, result.stderr[-2000:]
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["split"].startswith("by group")
+        for probe in ("knn", "linear"):
+            for key in ("accuracy", "balanced_accuracy", "macro_f1", "auc"):
+                assert 0 <= metrics[probe][key] <= 1
+        assert (out / "report.md").is_file() and (out / "confusion.png").is_file()
+
+
+def test_group_split_never_puts_a_group_on_both_sides():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 5)
+    labels = groups % 3
+    train, test = train_test_split(labels, groups, 0.3, seed=1)
+    assert not set(groups[train]) & set(groups[test])
+    assert len(train) + len(test) == len(labels)
+    assert set(labels[test]) == {0, 1, 2}
+    assert 0.2 < len(test) / len(labels) < 0.4
+    assert rng is not None
+
+
+def test_separable_features_score_near_one():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)) * 5
+    labels = np.repeat(np.arange(3), 60)
+    features = centres[labels] + rng.normal(size=(180, 16))
+    train, test = train_test_split(labels, None, 0.3, seed=0)
+    results = evaluate_features(features[train], labels[train], features[test], labels[test], 3)
+    for probe in ("knn", "linear"):
+        assert results[probe]["balanced_accuracy"] > 0.97
+        assert results[probe]["auc"] > 0.99
