@@ -103,7 +103,8 @@ def _hydra_message(err: Exception, command: str) -> str:
     text = " ".join(str(err).split())
     if "Could not override" in text or "not in struct" in text:
         key = text.split("'")[1] if "'" in text else text
-        return f"gensis {command}: unknown key '{key}' (see gensis {command} --help for the valid keys)"
+        hint = f"; to add an entry to a free-form dict write +{key}=..." if ".kwargs." in key else ""
+        return f"gensis {command}: unknown key '{key}' (see gensis {command} --help for the valid keys{hint})"
     if "Could not find" in text and "experiment" in text:
         available = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
         return f"gensis {command}: {text.split('Available options')[0].strip()} (available experiments: {', '.join(available)})"

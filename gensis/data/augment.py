@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Tuple
 
 import torch
+from PIL import Image, ImageFilter
 from torchvision.transforms import v2
 
 from gensis.data.hed_jitter import HEDJitter
@@ -45,13 +46,32 @@ class AugmentConfig:
 
 
 class RandomRotate90(torch.nn.Module):
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.rot90(image, int(torch.randint(0, 4, ())), dims=(-2, -1))
+    """Rotate a PIL image by 0, 90, 180 or 270 degrees (tissue has no up)."""
+
+    _turns = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        turn = self._turns[int(torch.randint(0, 4, ()))]
+        return image if turn is None else image.transpose(turn)
+
+
+class PILGaussianBlur(torch.nn.Module):
+    """Gaussian blur with a random sigma (PIL's filter: several times faster than a tensor convolution)."""
+
+    def __init__(self, sigma=(0.1, 2.0), p: float = 0.5, scale: float = 1.0):
+        super().__init__()
+        self.sigma, self.p, self.scale = sigma, p, scale
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        if torch.rand(()) >= self.p:
+            return image
+        radius = float(torch.empty(()).uniform_(*self.sigma)) * self.scale
+        return image.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
 def _view(size: int, scale, augment: AugmentConfig, blur_p: float, solarize_p: float, mean, std) -> v2.Compose:
-    steps = [v2.ToImage(), v2.RandomResizedCrop(size, scale=tuple(scale), interpolation=v2.InterpolationMode.BICUBIC,
-                                                antialias=True)]
+    """One crop's pipeline: geometric and colour steps on the PIL image (fast), then tensor steps."""
+    steps = [v2.RandomResizedCrop(size, scale=tuple(scale), interpolation=v2.InterpolationMode.BICUBIC)]
     if augment.flip:
         steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
     if augment.rotate90:
@@ -62,11 +82,10 @@ def _view(size: int, scale, augment: AugmentConfig, blur_p: float, solarize_p: f
     if augment.grayscale > 0:
         steps.append(v2.RandomGrayscale(p=augment.grayscale))
     if augment.blur and blur_p > 0:
-        kernel = max(3, (size // 10) | 1)
-        steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=blur_p))
+        steps.append(PILGaussianBlur(p=blur_p, scale=size / 224))  # DINO's sigma range at 224 px, scaled
     if solarize_p > 0:
         steps.append(v2.RandomSolarize(threshold=128, p=solarize_p))
-    steps.append(v2.ToDtype(torch.float32, scale=True))
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     if augment.hed_jitter > 0:
         steps.append(HEDJitter(augment.hed_sigma, augment.hed_bias, p=augment.hed_jitter))
     steps.append(v2.Normalize(mean=list(mean), std=list(std)))
@@ -94,6 +113,8 @@ class MultiCropAugment:
         self.local_view = _view(crops.local_size, crops.local_scale, augment, 0.5, 0.0, mean, std)
 
     def __call__(self, image) -> list[torch.Tensor]:
+        if not isinstance(image, Image.Image):
+            image = Image.fromarray(image)
         crops = [view(image) for view in self.global_views]
         crops += [self.local_view(image) for _ in range(self.crops.n_local)]
         return crops

@@ -1,0 +1,106 @@
+"""Stage-1 (DINO) training throughput of gensis: images/s and the share of step time spent waiting for data.
+
+Runs the real ``gensis stage1`` module (same config composition, LightningModule, loader and
+augmentations) for a fixed number of steps and times every step:
+
+    python benchmarks/stage1_throughput.py --data TILES_DIR                      # CPU recipe (as lightly's)
+    python benchmarks/stage1_throughput.py --data TILES_DIR --gpu                # ViT-S/16, 2x224 + 8x96, bf16
+
+Prints one JSON line (and writes it to --json): images/s after warm-up, seconds per step,
+data-wait share (time between the end of one step and the start of the next, over the
+whole step time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import lightning as L  # noqa: E402
+
+
+class StepTimer(L.Callback):
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+        self.batch_ready, self.step_done = [], []
+
+    def _sync(self, module):
+        import torch
+
+        if module.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self._sync(module)
+        self.batch_ready.append(time.perf_counter())
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self._sync(module)
+        self.step_done.append(time.perf_counter())
+
+    def summary(self, images_per_step: int) -> dict:
+        ready, done = self.batch_ready[self.warmup:], self.step_done[self.warmup:]
+        steps = len(done) - 1
+        total = done[-1] - done[0]
+        wait = sum(ready[i + 1] - done[i] for i in range(steps))
+        return {"steps_timed": steps, "seconds_per_step": total / steps, "images_per_s": images_per_step * steps / total,
+                "data_wait_share": wait / total}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="tiles: folder of images, tiles.h5 or tiling output dir")
+    parser.add_argument("--gpu", action="store_true", help="paper setting: ViT-S/16, 2x224 + 8x96 crops, bf16")
+    parser.add_argument("--batch", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--json", default=None)
+    parser.add_argument("overrides", nargs="*", help="extra gensis stage1 key=value overrides")
+    args = parser.parse_args()
+
+    import torch
+
+    from gensis.config.compose import compose_config
+    from gensis.config.stage1 import Stage1Config
+    from stages import stage1
+
+    if args.gpu:
+        batch, workers, steps = args.batch or 64, args.workers or 14, args.steps or 60
+        overrides = ["backbone=vit_small", "trainer=gpu", "crops.global_size=224", "crops.local_size=96",
+                     "crops.n_local=8"]
+    else:
+        batch, workers, steps = args.batch or 32, args.workers if args.workers is not None else 2, args.steps or 25
+        overrides = ["backbone=vit_tiny_p8", "trainer=cpu", "backbone.img_size=64",
+                     "crops.global_size=64", "crops.local_size=32", "crops.n_local=4", "dino.out_dim=65536"]
+        torch.set_num_threads(2)
+    out = Path(tempfile.mkdtemp(prefix="stage1-bench-"))
+    overrides += [f"data.path={args.data}", f"out={out}", f"data.batch_size={batch}", f"data.workers={workers}",
+                  f"trainer.max_steps={steps}", "optim.epochs=100", "progress=false", "trainer.log_every_n_steps=50",
+                  *args.overrides]
+    cfg = compose_config("stage1", Stage1Config, overrides)
+    timer = StepTimer(args.warmup)
+    original = stage1.make_trainer
+    stage1.make_trainer = lambda c, o, callbacks: original(c, o, [*callbacks, timer])
+    stage1.run(cfg)
+    crops = cfg.crops
+    result = {"setting": "gpu" if args.gpu else "cpu", "backbone": cfg.backbone.name, "kwargs": dict(cfg.backbone.kwargs),
+              "crops": f"{crops.n_global}x{crops.global_size} + {crops.n_local}x{crops.local_size}",
+              "batch": batch, "workers": workers, "precision": cfg.trainer.resolved_precision(),
+              "device": torch.cuda.get_device_name(0) if args.gpu and torch.cuda.is_available() else "cpu",
+              **timer.summary(batch)}
+    line = json.dumps(result)
+    print(line)
+    if args.json:
+        Path(args.json).write_text(line + "\n")
+
+
+if __name__ == "__main__":
+    main()
