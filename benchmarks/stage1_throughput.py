@@ -29,7 +29,7 @@ import lightning as L  # noqa: E402
 class StepTimer(L.Callback):
     def __init__(self, warmup: int):
         self.warmup = warmup
-        self.batch_ready, self.step_done = [], []
+        self.batch_ready, self.step_done, self.first_of_epoch = [], [], []
 
     def _sync(self, module):
         import torch
@@ -40,18 +40,22 @@ class StepTimer(L.Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self._sync(module)
         self.batch_ready.append(time.perf_counter())
+        self.first_of_epoch.append(batch_idx == 0)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self._sync(module)
         self.step_done.append(time.perf_counter())
 
     def summary(self, images_per_step: int) -> dict:
+        """Steady-state figures: intervals that cross an epoch end (checkpoint, export, loader restart) are
+        left out, since their length depends on how small the benchmark's epoch is."""
         ready, done = self.batch_ready[self.warmup:], self.step_done[self.warmup:]
-        steps = len(done) - 1
-        total = done[-1] - done[0]
-        wait = sum(ready[i + 1] - done[i] for i in range(steps))
-        return {"steps_timed": steps, "seconds_per_step": total / steps, "images_per_s": images_per_step * steps / total,
-                "data_wait_share": wait / total}
+        first = self.first_of_epoch[self.warmup:]
+        intervals = [i for i in range(len(done) - 1) if not first[i + 1]]
+        total = sum(done[i + 1] - done[i] for i in intervals)
+        wait = sum(ready[i + 1] - done[i] for i in intervals)
+        return {"steps_timed": len(intervals), "seconds_per_step": total / len(intervals),
+                "images_per_s": images_per_step * len(intervals) / total, "data_wait_share": wait / total}
 
 
 def main() -> None:

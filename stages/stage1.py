@@ -22,7 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from gensis.config.stage1 import Stage1Config
-from gensis.data.augment import MultiCropAugment, eval_transform
+from gensis.data.augment import MultiCropAugment, eval_transform, uint8_transform
+from gensis.data.batch_augment import BatchMultiCrop
 from gensis.data.tile_source import open_tiles
 from gensis.errors import GensisError
 from gensis.evaluation.features import extract_features
@@ -87,6 +88,13 @@ class DINOModule(L.LightningModule):
         self.teacher_temps = teacher_temperature_schedule(d.warmup_teacher_temp, d.teacher_temp,
                                                           d.warmup_teacher_temp_epochs, o.epochs)
         self.n_crops = cfg.crops.n_global + cfg.crops.n_local
+        spec = EncoderSpec(name="")
+        self.batch_augment = BatchMultiCrop(cfg.crops, cfg.augment, spec.mean, spec.std) if cfg.augment.on_gpu else None
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        if self.batch_augment is not None and self.training:
+            batch["image"] = self.batch_augment(batch["image"])
+        return batch
 
     def _at(self, schedule: np.ndarray, step: int) -> float:
         return float(schedule[min(step, len(schedule) - 1)])
@@ -230,7 +238,9 @@ def run(cfg: Stage1Config) -> int:
     out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec_mean, spec_std = EncoderSpec(name="").mean, EncoderSpec(name="").std
-    dataset = open_tiles(cfg.data.path, transform=MultiCropAugment(cfg.crops, cfg.augment, spec_mean, spec_std))
+    transform = (uint8_transform(cfg.augment.source_size) if cfg.augment.on_gpu
+                 else MultiCropAugment(cfg.crops, cfg.augment, spec_mean, spec_std))
+    dataset = open_tiles(cfg.data.path, transform=transform)
     callbacks: list = [EncoderExport(), DDPConsistency()]
     if cfg.data.val:
         callbacks.append(KNNMonitor(cfg.data.val, cfg.trainer.eval_every, cfg.data.batch_size, cfg.data.workers,

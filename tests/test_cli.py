@@ -11,7 +11,7 @@ from tests.conftest import run_cli
 def test_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("tile", "synth", "demo"):
+    for command in ("tile", "stage1", "embed", "eval", "synth", "demo"):
         assert f"  {command} " in result.stdout
 
 
@@ -49,8 +49,10 @@ def test_unknown_command(tmp_path):
 
 
 def test_experiment_tiny_and_overrides_compose():
+    from gensis.cli import _all_blocks
+
     cfg = compose_config("tile", TileConfig, ["slides=a", "out=b", "experiment=tiny", "tile.size=48"],
-                         other_blocks={"slide_size", "width", "height"})
+                         other_blocks=_all_blocks())
     assert isinstance(cfg, TileConfig)
     assert cfg.tile.size == 48          # the user's override wins over the preset
     assert cfg.tile.mpp == 2.0          # from the preset

@@ -89,7 +89,8 @@ def test_grid_sizes_and_tissue_fraction():
     expected = np.clip((500 - grid.coords[:, 0]) / 200, 0, 1)  # covered share of each tile
     np.testing.assert_allclose(fractions, expected)
     runs = strips(grid.coords, grid.stride_level0, max_tiles=3)
-    assert [len(r) for r in runs] == [3, 2, 3, 2]
+    assert [len(r) for r in runs] == [3, 3, 2, 2]  # band of columns 0-2 top to bottom, then columns 3-4
+    assert [int(grid.coords[r[0], 0]) for r in runs] == [0, 0, 600, 600]
 
 
 def test_tissue_mask_on_real_fixture_tiles(shared_data):

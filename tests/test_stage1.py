@@ -146,3 +146,13 @@ def test_separable_features_score_near_one():
     for probe in ("knn", "linear"):
         assert results[probe]["balanced_accuracy"] > 0.97
         assert results[probe]["auc"] > 0.99
+
+
+def test_batched_augmentation_path_trains(lung_tiles, tmp_path):
+    out = tmp_path / "batched"
+    result = run_cli("stage1", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1",
+                     "augment.on_gpu=true", "augment.source_size=64")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert steps_in(out / "checkpoints" / "last.ckpt") == 36 // 8
+    losses = [float(r["train/loss"]) for r in csv.DictReader(open(out / "metrics.csv")) if r.get("train/loss")]
+    assert len(losses) == 4 and all(np.isfinite(losses))

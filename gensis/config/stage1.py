@@ -8,7 +8,7 @@ from omegaconf import MISSING
 
 from gensis.config.tile import _help
 from gensis.config.train import BackboneConfig, DataConfig, TrainerConfig
-from gensis.data.augment import AugmentConfig, CropConfig
+from gensis.config.augment import AugmentConfig, CropConfig
 
 
 @dataclass(frozen=True)

@@ -8,41 +8,14 @@ crop), as in DINO plus the histopathology additions of METHOD.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Tuple
-
 import torch
 from PIL import Image, ImageFilter
 from torchvision.transforms import v2
 
+from gensis.config.augment import AugmentConfig, CropConfig
 from gensis.data.hed_jitter import HEDJitter
 
-
-@dataclass(frozen=True)
-class CropConfig:
-    n_global: int = 2
-    n_local: int = 8
-    global_size: int = 224
-    local_size: int = 96
-    global_scale: Tuple[float, float] = (0.4, 1.0)
-    local_scale: Tuple[float, float] = (0.05, 0.4)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    flip: bool = True
-    rotate90: bool = True
-    color_jitter: float = 0.8          # probability of brightness/contrast/saturation/hue jitter
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    grayscale: float = 0.2
-    hed_jitter: float = 0.5            # probability of HED stain jitter
-    hed_sigma: float = 0.05
-    hed_bias: float = 0.01
-    blur: bool = True
-    solarize: float = 0.2
+__all__ = ["AugmentConfig", "CropConfig", "MultiCropAugment", "eval_transform", "uint8_transform"]
 
 
 class RandomRotate90(torch.nn.Module):
@@ -118,6 +91,12 @@ class MultiCropAugment:
         crops = [view(image) for view in self.global_views]
         crops += [self.local_view(image) for _ in range(self.crops.n_local)]
         return crops
+
+
+def uint8_transform(size: int) -> v2.Compose:
+    """Tiles as uint8 (3, size, size) tensors, for augmentation batched on the device."""
+    return v2.Compose([v2.ToImage(), v2.Resize((size, size), interpolation=v2.InterpolationMode.BICUBIC,
+                                               antialias=True)])
 
 
 def eval_transform(size: int, mean, std) -> v2.Compose:

@@ -189,9 +189,7 @@ class TilingDirTiles(TileDataset):
         item = self.items[index]
         if isinstance(item, Path):
             return _read_image(item)
-        from PIL import Image
-
-        from gensis.slides.reader import open_slide
+        from gensis.slides.reader import open_slide, resample_run
 
         path, x, y, attrs = item
         if path not in self._slides:
@@ -200,10 +198,7 @@ class TilingDirTiles(TileDataset):
         level = int(attrs["read_level"])
         read_px = int(round(int(attrs["patch_size_level0"]) / float(attrs["level_downsample"])))
         region = slide.read_region(x, y, level, read_px, read_px)
-        tile_px = int(attrs["tile_px"])
-        if read_px != tile_px:
-            region = np.asarray(Image.fromarray(region).resize((tile_px, tile_px), Image.BILINEAR))
-        return region
+        return np.ascontiguousarray(resample_run(region, read_px, int(attrs["tile_px"])))
 
     def __getstate__(self):
         state = dict(self.__dict__)

@@ -60,16 +60,20 @@ def tissue_fractions(mask: np.ndarray, mask_downsample: float, coords: np.ndarra
 def strips(coords: np.ndarray, stride0: float, max_tiles: int = 16) -> list[np.ndarray]:
     """Group tile indices into horizontal runs of neighbours (same row, consecutive columns).
 
-    Reading a run as one region is much cheaper than reading its tiles one by one.
+    Runs never cross a column band of ``max_tiles`` grid columns, so runs in consecutive
+    rows of a band cover the same columns. Reading a run as one region is much cheaper
+    than reading its tiles one by one. Runs come band by band, top to bottom.
     """
     if len(coords) == 0:
         return []
-    order = np.lexsort((coords[:, 0], coords[:, 1]))
+    columns = np.round(coords[:, 0] / stride0).astype(np.int64)
+    bands = columns // max_tiles
+    order = np.lexsort((coords[:, 0], coords[:, 1], bands))
     runs, current = [], [order[0]]
     for prev, idx in zip(order[:-1], order[1:]):
-        same_row = coords[idx, 1] == coords[prev, 1]
-        adjacent = abs((coords[idx, 0] - coords[prev, 0]) - stride0) <= 1.0
-        if same_row and adjacent and len(current) < max_tiles:
+        same_row = coords[idx, 1] == coords[prev, 1] and bands[idx] == bands[prev]
+        adjacent = columns[idx] - columns[prev] == 1
+        if same_row and adjacent:
             current.append(idx)
         else:
             runs.append(np.array(current))

@@ -16,6 +16,7 @@ from gensis.errors import SlideError
 from gensis.slides.resolution import mpp_from_ome_xml, mpp_from_openslide_properties, mpp_from_resolution_tag, \
     mpp_from_aperio_description
 
+OPENSLIDE_CACHE_BYTES = 128 << 20
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".qptiff")
 
 
@@ -91,18 +92,20 @@ class OpenSlideSlide(Slide):
 
         self.path = Path(path)
         self._slide = openslide.OpenSlide(str(path))
+        if hasattr(openslide, "OpenSlideCache"):  # room for a band of decoded tiles, reused by the next run below
+            self._slide.set_cache(openslide.OpenSlideCache(OPENSLIDE_CACHE_BYTES))
         self.level_dimensions = [tuple(map(int, d)) for d in self._slide.level_dimensions]
         self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
         self.mpp = mpp_from_openslide_properties(self._slide.properties)
         self.vendor = self._slide.properties.get("openslide.vendor", "unknown")
 
     def read_region(self, x, y, level, width, height):
-        rgba = np.asarray(self._slide.read_region((int(x), int(y)), int(level), (int(width), int(height))))
-        rgb = rgba[..., :3]
-        alpha = rgba[..., 3]
-        if alpha.min() < 255:  # outside the scanned area: white, like glass
-            rgb = rgb.copy()
-            rgb[alpha == 0] = 255
+        image = self._slide.read_region((int(x), int(y)), int(level), (int(width), int(height)))
+        if image.getchannel("A").getextrema()[0] == 255:  # fully opaque (the usual case): no copies
+            return np.asarray(image.convert("RGB"))
+        rgba = np.asarray(image)
+        rgb = rgba[..., :3].copy()
+        rgb[rgba[..., 3] == 0] = 255  # outside the scanned area: white, like glass
         return rgb
 
     def close(self):
@@ -187,6 +190,26 @@ class TiffSlide(Slide):
 
     def close(self):
         self._tif.close()
+
+
+def resample_run(region: np.ndarray, read_px: int, tile_px: int) -> np.ndarray:
+    """Scale a run of tiles read at ``read_px`` (its height) so that a tile is ``tile_px``.
+
+    An exact integer reduction uses a box filter (PIL ``reduce``), anything else bilinear
+    with PIL's reducing gap. Tiling and the on-the-fly tile source share this, so both give
+    the same pixels.
+    """
+    from PIL import Image
+
+    if read_px == tile_px:
+        return region
+    height, width = region.shape[:2]
+    image = Image.fromarray(region)
+    factor = read_px // tile_px
+    if factor * tile_px == read_px and width % factor == 0:
+        return np.asarray(image.reduce(factor))
+    new_width = max(tile_px, int(round(width * tile_px / read_px)))
+    return np.asarray(image.resize((new_width, tile_px), Image.BILINEAR, reducing_gap=2.0))
 
 
 def to_uint8_rgb(data: np.ndarray) -> np.ndarray:

@@ -35,10 +35,11 @@ from gensis.slides.grid import make_grid, strips, tissue_fractions
 from gensis.slides.labels import load_label_map
 from gensis.slides.manifest import Manifest, ManifestRow
 from gensis.slides.qc import write_qc_image
-from gensis.slides.reader import Slide, best_level_for_downsample, open_slide
+from gensis.slides.reader import Slide, best_level_for_downsample, open_slide, resample_run
 from gensis.slides.tissue import tissue_mask
 
-STRIP_TILES = 16
+STRIP_TILES = 16                 # tiles per run read as one region
+BLOCK_RUNS = 8                   # consecutive runs of a column band per job
 QC_SIDE = 1024                   # longest side of the QC picture, when the slide is that large
 MIN_TISSUE_AREA_UM2 = 20_000.0   # tissue pieces smaller than this (about 140 x 140 um) are dropped
 MAX_HOLE_AREA_UM2 = 20_000.0
@@ -139,11 +140,14 @@ def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class StripJob:
+class BlockJob:
+    """Runs of neighbouring tiles in consecutive rows of one column band, read top to bottom by one
+    worker so that the slide's tile cache serves the rows they share."""
+
     slide: str
     path: Path
-    rows: np.ndarray          # indices into the slide's kept tiles
-    coords: np.ndarray        # their level-0 coords (one row of neighbours)
+    runs: tuple               # per run: indices into the slide's kept tiles
+    coords: tuple             # per run: their level-0 coords
     level: int
     level_downsample: float
     read_px: int
@@ -153,35 +157,46 @@ class StripJob:
     jpeg_quality: int
 
 
-def read_strip(job: StripJob):
-    """Read one run of neighbouring tiles as one region; write files or return the pixels."""
+def read_block(job: BlockJob):
+    """Read each run as one region, resize it once, cut its tiles; write files or return the pixels."""
+    try:
+        rows, tiles = [], []
+        for run_rows, run_coords in zip(job.runs, job.coords):
+            rows.append(run_rows)
+            tiles.extend(_read_run(job, run_coords))
+        all_rows = np.concatenate(rows)
+        pixels = np.stack(tiles) if job.format == "h5" else None
+        return job.slide, all_rows, pixels, None
+    except Exception as err:
+        rows = np.concatenate(job.runs)
+        return job.slide, rows, None, f"{job.path}: reading tiles failed ({type(err).__name__}: {_short(err)})"
+
+
+def _read_run(job: BlockJob, coords: np.ndarray) -> list:
     from PIL import Image
 
-    try:
-        slide = _slide(job.path)
-        ds = job.level_downsample
-        x_first, y = int(job.coords[0, 0]), int(job.coords[0, 1])
-        offsets = np.round((job.coords[:, 0] - x_first) / ds).astype(int)
-        width = int(offsets[-1]) + job.read_px
-        region = slide.read_region(x_first, y, job.level, width, job.read_px)
-        tiles = np.empty((len(job.rows), job.tile_px, job.tile_px, 3), np.uint8) if job.format == "h5" else None
-        for i, (off, (x, yy)) in enumerate(zip(offsets, job.coords)):
-            tile = region[:, off: off + job.read_px]
-            if job.read_px != job.tile_px:
-                tile = np.asarray(Image.fromarray(tile).resize((job.tile_px, job.tile_px), Image.BILINEAR,
-                                                              reducing_gap=None))
-            if tiles is not None:
-                tiles[i] = tile
-            else:
-                target = job.tile_dir / f"{int(x)}_{int(yy)}.{job.format}"
-                image = Image.fromarray(tile)
-                if job.format == "jpg":
-                    image.save(target, format="JPEG", quality=job.jpeg_quality)
-                else:
-                    image.save(target, format="PNG", compress_level=1)
-        return job.slide, job.rows, tiles, None
-    except Exception as err:
-        return job.slide, job.rows, None, f"{job.path}: reading tiles failed ({type(err).__name__}: {_short(err)})"
+    slide = _slide(job.path)
+    ds = job.level_downsample
+    x_first, y = int(coords[0, 0]), int(coords[0, 1])
+    offsets = (coords[:, 0] - x_first) / ds
+    width = int(round(offsets[-1])) + job.read_px
+    region = slide.read_region(x_first, y, job.level, width, job.read_px)
+    scale = job.tile_px / job.read_px
+    region = resample_run(region, job.read_px, job.tile_px)  # once per run, not once per tile
+    starts = np.minimum(np.round(offsets * scale).astype(int), region.shape[1] - job.tile_px)
+    out = []
+    for start, (x, yy) in zip(starts, coords):
+        tile = np.ascontiguousarray(region[:, start: start + job.tile_px])
+        if job.format == "h5":
+            out.append(tile)
+            continue
+        target = job.tile_dir / f"{int(x)}_{int(yy)}.{job.format}"
+        image = Image.fromarray(tile)
+        if job.format == "jpg":
+            image.save(target, format="JPEG", quality=job.jpeg_quality)
+        else:
+            image.save(target, format="PNG", compress_level=1)
+    return out
 
 
 def _short(err: Exception) -> str:
@@ -237,7 +252,9 @@ class _Pool:
     """A process pool, or the current process when workers == 0 (for debugging and tests)."""
 
     def __init__(self, workers: int):
-        self.pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 0 else None
+        # fork starts workers at once; after torch is imported (threads, CUDA) only spawn is safe
+        method = "spawn" if "torch" in sys.modules or sys.platform != "linux" else "fork"
+        self.pool = multiprocessing.get_context(method).Pool(workers) if workers > 0 else None
 
     def imap(self, fn, items, chunksize=1):
         if self.pool is None:
@@ -340,10 +357,11 @@ def _extract(plans: dict, cfg: TileConfig, out: Path, manifest: Manifest, summar
             remove(tile_dir)
             tile_dir.mkdir(parents=True)
             slide_state["tile_dir"] = tile_dir
-        for rows in strips(plan.coords, plan.stride_level0, STRIP_TILES):
-            jobs.append(StripJob(slide=name, path=plan.entry.path, rows=rows, coords=plan.coords[rows],
-                                 level=plan.level, level_downsample=plan.level_downsample, read_px=plan.read_px,
-                                 tile_px=params.size, format=params.format, tile_dir=slide_state["tile_dir"],
+        for block in _blocks(plan, STRIP_TILES, BLOCK_RUNS):
+            jobs.append(BlockJob(slide=name, path=plan.entry.path, runs=tuple(block),
+                                 coords=tuple(plan.coords[r] for r in block), level=plan.level,
+                                 level_downsample=plan.level_downsample, read_px=plan.read_px, tile_px=params.size,
+                                 format=params.format, tile_dir=slide_state["tile_dir"],
                                  jpeg_quality=params.jpeg_quality))
             slide_state["remaining"] += 1
     for name, slide_state in state.items():
@@ -351,10 +369,10 @@ def _extract(plans: dict, cfg: TileConfig, out: Path, manifest: Manifest, summar
             _finish_slide(out, manifest, summary, slide_state, params)
     if not jobs:
         return
-    total = sum(len(j.rows) for j in jobs)
+    total = sum(sum(len(r) for r in j.runs) for j in jobs)
     bar = tqdm(total=total, desc=f"tiles ({len(plans)} slides)", unit="tile", disable=not cfg.progress,
                smoothing=0.05)
-    for name, rows, tiles, error in pool.imap(read_strip, jobs, chunksize=4):
+    for name, rows, tiles, error in pool.imap(read_block, jobs):
         bar.update(len(rows))
         slide_state = state[name]
         if error and not slide_state["error"]:
@@ -365,6 +383,22 @@ def _extract(plans: dict, cfg: TileConfig, out: Path, manifest: Manifest, summar
         if slide_state["remaining"] == 0:
             _finish_slide(out, manifest, summary, slide_state, params)
     bar.close()
+
+
+def _blocks(plan: SlidePlan, strip_tiles: int, block_runs: int) -> list[list[np.ndarray]]:
+    """Runs of one column band in consecutive rows, ``block_runs`` at a time."""
+    runs = strips(plan.coords, plan.stride_level0, strip_tiles)
+    bands = [int(round(plan.coords[r[0], 0] / plan.stride_level0)) // strip_tiles for r in runs]
+    blocks, current, current_band = [], [], None
+    for run, band in zip(runs, bands):
+        if current and (band != current_band or len(current) == block_runs):
+            blocks.append(current)
+            current = []
+        current.append(run)
+        current_band = band
+    if current:
+        blocks.append(current)
+    return blocks
 
 
 def _finish_slide(out: Path, manifest: Manifest, summary: TilingSummary, slide_state: dict, params: TileParams):
