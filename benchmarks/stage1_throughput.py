@@ -29,7 +29,20 @@ import lightning as L  # noqa: E402
 class StepTimer(L.Callback):
     def __init__(self, warmup: int):
         self.warmup = warmup
-        self.batch_ready, self.step_done, self.first_of_epoch = [], [], []
+        self.batch_ready, self.step_done, self.first_of_epoch, self.fetched = [], [], [], []
+
+    def wrap(self, module):
+        """Time the moment the loader hands a batch over (before transfer and on-device augmentation)."""
+        original = module.on_before_batch_transfer
+
+        def hook(batch, dataloader_idx):
+            self.fetched.append(time.perf_counter())
+            return original(batch, dataloader_idx)
+
+        module.on_before_batch_transfer = hook
+
+    def setup(self, trainer, module, stage):
+        self.wrap(module)
 
     def _sync(self, module):
         import torch
@@ -53,9 +66,12 @@ class StepTimer(L.Callback):
         first = self.first_of_epoch[self.warmup:]
         intervals = [i for i in range(len(done) - 1) if not first[i + 1]]
         total = sum(done[i + 1] - done[i] for i in intervals)
-        wait = sum(ready[i + 1] - done[i] for i in intervals)
+        fetched = self.fetched[self.warmup:]
+        wait = sum(fetched[i + 1] - done[i] for i in intervals)
+        prepare = sum(ready[i + 1] - fetched[i + 1] for i in intervals)
         return {"steps_timed": len(intervals), "seconds_per_step": total / len(intervals),
-                "images_per_s": images_per_step * len(intervals) / total, "data_wait_share": wait / total}
+                "images_per_s": images_per_step * len(intervals) / total, "data_wait_share": wait / total,
+                "transfer_and_device_augment_share": prepare / total}
 
 
 def main() -> None:

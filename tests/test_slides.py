@@ -121,3 +121,20 @@ def test_synthetic_slide_reads_as_aperio_with_known_regions(synthetic_slide):
     # deterministic: same spec, same pixels
     a = SyntheticSlide(spec).render(100, 100, 32, 32)
     np.testing.assert_array_equal(a, SyntheticSlide(spec).render(100, 100, 32, 32))
+
+
+@pytest.mark.parametrize("which", ["cmu", "synthetic"])
+def test_direct_tiff_reading_gives_openslides_pixels(shared_data, synthetic_slide, which):
+    import openslide
+
+    path = shared_data / "slides" / "cmu_small_region.svs" if which == "cmu" else synthetic_slide
+    slide = open_slide(path)
+    assert slide._direct is not None          # the fast path is taken for Aperio TIFFs
+    reference = openslide.OpenSlide(str(path))
+    last = slide.level_count - 1
+    for x, y, level, w, h in [(0, 0, 0, 300, 200), (517, 733, 0, 256, 256), (slide.dimensions[0] - 100, 40, 0, 200, 64),
+                              (0, 0, last, *slide.level_dimensions[last])]:
+        rgba = np.asarray(reference.read_region((x, y), level, (w, h)))
+        expected = rgba[..., :3].copy()
+        expected[rgba[..., 3] == 0] = 255
+        np.testing.assert_array_equal(slide.read_region(x, y, level, w, h), expected)

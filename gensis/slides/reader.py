@@ -98,8 +98,26 @@ class OpenSlideSlide(Slide):
         self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
         self.mpp = mpp_from_openslide_properties(self._slide.properties)
         self.vendor = self._slide.properties.get("openslide.vendor", "unknown")
+        self._direct = self._direct_tiff_reader()
+
+    def _direct_tiff_reader(self) -> Optional["TiffSlide"]:
+        """For TIFF-based formats whose pyramid tifffile sees exactly as OpenSlide does, read pixels
+        through tifffile + imagecodecs: the same decoded tiles, about 3x faster than OpenSlide's
+        read_region. Anything else (other vendors, mismatching levels) stays with OpenSlide."""
+        if self.vendor not in ("aperio", "generic-tiff") or self.path.suffix.lower() not in TIFF_SUFFIXES + (".svs",):
+            return None
+        try:
+            direct = TiffSlide(self.path)
+        except Exception:
+            return None
+        if direct.level_dimensions != self.level_dimensions:
+            direct.close()
+            return None
+        return direct
 
     def read_region(self, x, y, level, width, height):
+        if self._direct is not None:
+            return self._direct.read_region(x, y, level, width, height)
         image = self._slide.read_region((int(x), int(y)), int(level), (int(width), int(height)))
         if image.getchannel("A").getextrema()[0] == 255:  # fully opaque (the usual case): no copies
             return np.asarray(image.convert("RGB"))
@@ -110,6 +128,8 @@ class OpenSlideSlide(Slide):
 
     def close(self):
         self._slide.close()
+        if self._direct is not None:
+            self._direct.close()
 
 
 class TiffSlide(Slide):

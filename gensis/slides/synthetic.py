@@ -28,6 +28,7 @@ from gensis.atomic import atomic_path
 CLASSES = ("nuclei", "stroma", "fat", "mucus")
 TILE = 256
 LABEL_MAP_DOWNSAMPLE = 32
+THUMBNAIL_SIDE = 768
 RENDER_MPP = 0.5   # finest resolution the textures are drawn at
 
 
@@ -236,6 +237,12 @@ class SyntheticSlide:
                               photometric="rgb", compression="jpeg", compressionargs={"level": s.jpeg_quality},
                               description=description if index == 0 else f"Aperio level {index}",
                               metadata=None, subfiletype=0)
+                    if index == 0:  # Aperio's second directory is a small stripped thumbnail
+                        scale = max(s.width, s.height) / THUMBNAIL_SIDE
+                        tw, th = max(1, int(s.width / scale)), max(1, int(s.height / scale))
+                        tif.write(self.render(0, 0, tw, th, scale), photometric="rgb", compression="jpeg",
+                                  description=f"Aperio Image Library gensis synthetic\r\n{s.width}x{s.height} -> "
+                                              f"{tw}x{th} - |thumbnail", metadata=None)
         if bar is not None:
             bar.close()
         label_png = path.with_name(path.stem + ".labels.png")
