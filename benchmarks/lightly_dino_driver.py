@@ -1,0 +1,85 @@
+"""lightly's DINO (its loss, head, transform and momentum utilities) in a plain training loop, timed.
+
+Run inside the benchmark venv by ``benchmarks/stage1_vs_lightly.py``; prints one JSON line.
+"""
+
+import argparse
+import copy
+import json
+import time
+
+import timm
+import torch
+from lightly.loss import DINOLoss
+from lightly.models.modules import DINOProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
+from lightly.transforms.dino_transform import DINOTransform
+from lightly.utils.scheduler import cosine_schedule
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+
+class DINO(torch.nn.Module):
+    def __init__(self, out_dim):
+        super().__init__()
+        backbone = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=64,
+                                     dynamic_img_size=True, patch_size=8, depth=4)
+        self.student_backbone = backbone
+        self.student_head = DINOProjectionHead(192, 2048, 256, out_dim, freeze_last_layer=1)
+        self.teacher_backbone = copy.deepcopy(backbone)
+        self.teacher_head = DINOProjectionHead(192, 2048, 256, out_dim)
+        deactivate_requires_grad(self.teacher_backbone)
+        deactivate_requires_grad(self.teacher_head)
+
+    def student(self, x):
+        return self.student_head(self.student_backbone(x))
+
+    def teacher(self, x):
+        return self.teacher_head(self.teacher_backbone(x))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--out-dim", type=int, default=65536)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    transform = DINOTransform(global_crop_size=64, local_crop_size=32, n_local_views=4)
+    dataset = ImageFolder(args.data, transform=transform)
+    loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.workers,
+                        persistent_workers=args.workers > 0)
+    model = DINO(args.out_dim)
+    criterion = DINOLoss(output_dim=args.out_dim, warmup_teacher_temp_epochs=0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4 * args.batch / 256, weight_decay=0.04)
+    done, step, times = False, 0, []
+    while not done:
+        for views, _ in loader:
+            momentum = cosine_schedule(step, args.steps, 0.996, 1)
+            update_momentum(model.student_backbone, model.teacher_backbone, m=momentum)
+            update_momentum(model.student_head, model.teacher_head, m=momentum)
+            global_views = views[:2]
+            teacher_out = [model.teacher(v) for v in global_views]
+            student_out = [model.student(v) for v in views]
+            loss = criterion(teacher_out, student_out, epoch=0)
+            loss.backward()
+            model.student_head.cancel_last_layer_gradients(current_epoch=0)
+            optimizer.step()
+            optimizer.zero_grad()
+            times.append(time.perf_counter())
+            step += 1
+            if step >= args.steps:
+                done = True
+                break
+    timed = times[args.warmup:]
+    seconds = (timed[-1] - timed[0]) / (len(timed) - 1)
+    print(json.dumps({"tool": "lightly", "seconds_per_step": seconds, "images_per_s": args.batch / seconds,
+                      "steps_timed": len(timed) - 1}))
+
+
+if __name__ == "__main__":
+    main()
