@@ -235,6 +235,8 @@ def make_trainer(cfg: Stage1Config, out: Path, callbacks: list) -> L.Trainer:
 
 
 def run(cfg: Stage1Config) -> int:
+    if not cfg.data.path:
+        raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
     out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     spec_mean, spec_std = EncoderSpec(name="").mean, EncoderSpec(name="").std

@@ -156,3 +156,16 @@ def test_batched_augmentation_path_trains(lung_tiles, tmp_path):
     assert steps_in(out / "checkpoints" / "last.ckpt") == 36 // 8
     losses = [float(r["train/loss"]) for r in csv.DictReader(open(out / "metrics.csv")) if r.get("train/loss")]
     assert len(losses) == 4 and all(np.isfinite(losses))
+
+
+def test_embed_on_two_processes_equals_one(stage1_run, lung_tiles, tmp_path):
+    single, sharded = tmp_path / "one.h5", tmp_path / "two.h5"
+    for out, extra in ((single, []), (sharded, ["trainer.devices=2", "trainer.strategy=ddp"])):
+        result = run_cli("embed", f"encoder={stage1_run}", f"data.path={lung_tiles}", f"out={out}",
+                         "experiment=tiny", *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+    a, keys_a, _ = read_embeddings(single)
+    b, keys_b, attrs = read_embeddings(sharded)
+    assert keys_a == keys_b and attrs["n_done"] == len(keys_a)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert not list(tmp_path.glob("two.h5.shard*"))

@@ -12,7 +12,7 @@ from gensis.config.tile import _help
 
 @dataclass(frozen=True)
 class DataConfig:
-    path: str = _help("tiles: a folder of images, a tiles.h5, or a gensis tile output dir", MISSING)
+    path: Optional[str] = _help("tiles: a folder of images, a tiles.h5, or a gensis tile output dir", MISSING)
     val: Optional[str] = _help("labeled tiles (class subfolders or labeled store) for kNN monitoring", None)
     train: Optional[str] = _help("eval: labeled training tiles (instead of a split of data.path)", None)
     test: Optional[str] = _help("eval: labeled test tiles (instead of a split of data.path)", None)

@@ -34,7 +34,9 @@ class EmbeddingsWriter:
         if self.path.is_file():
             try:
                 f = h5py.File(self.path, "a")
-                same = (f.attrs.get("encoder") == encoder_hash and f["embeddings"].shape == (n, dim))
+                stored = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][:]]
+                same = (f.attrs.get("encoder") == encoder_hash and f["embeddings"].shape == (n, dim)
+                        and stored == list(keys))
             except OSError:
                 same, f = False, None
             if same:

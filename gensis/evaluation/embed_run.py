@@ -1,17 +1,28 @@
-"""``gensis embed``: the teacher backbone's CLS embedding of every tile into ``embeddings.h5`` (resumable)."""
+"""``gensis embed``: the encoder's CLS embedding of every tile into ``embeddings.h5``.
+
+One process, or several (``trainer.devices=N``, ``trainer.strategy=ddp``, any number of
+nodes): each process embeds a contiguous shard into its own resumable part file, and the
+first process joins the parts, in tile order, into one file. A killed run continues where
+each shard stopped.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import h5py
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from gensis.atomic import atomic_path
 from gensis.config.features import EmbedConfig
 from gensis.data.augment import eval_transform
-from gensis.data.embeddings_store import EmbeddingsWriter
+from gensis.data.embeddings_store import STRING, EmbeddingsWriter, partial_path
 from gensis.data.tile_source import open_tiles
+from gensis.errors import GensisError
 from gensis.models.backbone import load_encoder
 
 
@@ -21,35 +32,99 @@ def pick_device(trainer_cfg) -> torch.device:
     return torch.device("cuda")
 
 
+def _fabric(cfg: EmbedConfig):
+    """A launched Lightning Fabric when several processes are asked for, else None."""
+    devices = cfg.trainer.resolved_devices()
+    count = len(devices) if isinstance(devices, list) else (
+        (torch.cuda.device_count() if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else 1)
+        if devices == "auto" else int(devices))
+    if count * cfg.trainer.num_nodes <= 1:
+        return None
+    from lightning.fabric import Fabric
+
+    accelerator = "cpu" if pick_device(cfg.trainer).type == "cpu" else cfg.trainer.accelerator
+    fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=cfg.trainer.num_nodes, strategy="ddp")
+    fabric.launch()
+    return fabric
+
+
+def shard_path(out: Path, rank: int, world: int) -> Path:
+    return out.with_name(f"{out.name}.shard{rank}-of-{world}")
+
+
 @torch.no_grad()
 def run(cfg: EmbedConfig) -> int:
     from tqdm import tqdm
 
+    if not cfg.data.path:
+        raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
+    fabric = _fabric(cfg)
+    rank, world = (fabric.global_rank, fabric.world_size) if fabric else (0, 1)
     model, spec = load_encoder(cfg.encoder)
     encoder_hash = json.loads((Path(cfg.encoder) / "encoder.json").read_text()).get("sha256", "")
     tiles = open_tiles(cfg.data.path, transform=eval_transform(spec.img_size, spec.mean, spec.std))
-    writer = EmbeddingsWriter(Path(cfg.out), tiles.keys, spec.embed_dim, encoder_hash, spec.name)
+    out = Path(cfg.out)
+    bounds = np.linspace(0, len(tiles), world + 1).round().astype(int)
+    first, last = int(bounds[rank]), int(bounds[rank + 1])
+    target = out if world == 1 else shard_path(out, rank, world)
+    writer = EmbeddingsWriter(target, tiles.keys[first:last], spec.embed_dim, encoder_hash, spec.name)
     start = writer.n_done
-    if start:
-        print(f"resuming: {start} of {len(tiles)} tiles already embedded")
-    device = pick_device(cfg.trainer)
+    if start and rank == 0:
+        print(f"resuming: {start} of {last - first} tiles of this shard already embedded")
+    device = fabric.device if fabric else pick_device(cfg.trainer)
     model = model.to(device)
     bf16 = device.type == "cuda" and cfg.trainer.resolved_precision().startswith("bf16")
-    loader = DataLoader(Subset(tiles, range(start, len(tiles))), batch_size=cfg.data.batch_size,
+    loader = DataLoader(Subset(tiles, range(first + start, last)), batch_size=cfg.data.batch_size,
                         num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
     position = start
     try:
-        for batch in tqdm(loader, desc="embed", unit="batch", disable=not cfg.progress):
+        for batch in tqdm(loader, desc="embed", unit="batch", disable=not cfg.progress or rank != 0):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = model(batch["image"].to(device, non_blocking=True)).float().cpu().numpy()
-            writer.write(position, out)
-            position += len(out)
-        path = writer.finish()
+                embedded = model(batch["image"].to(device, non_blocking=True)).float().cpu().numpy()
+            writer.write(position, embedded)
+            position += len(embedded)
+        writer.finish()
     finally:
-        if writer.file:
-            try:
-                writer.close()
-            except Exception:
-                pass
-    print(f"embedded {len(tiles)} tiles ({spec.embed_dim}-d, {spec.name}) -> {path}")
+        try:
+            writer.close()
+        except Exception:
+            pass
+    if fabric:
+        fabric.barrier()
+        if rank == 0:
+            join_shards(out, world)
+        fabric.barrier()
+    if rank == 0:
+        print(f"embedded {len(tiles)} tiles ({spec.embed_dim}-d, {spec.name}) on {world} process(es) -> {out}")
     return 0
+
+
+def join_shards(out: Path, world: int) -> None:
+    """Concatenate the finished shard files, in order, into ``out`` (atomic), then remove them."""
+    shards = [shard_path(out, r, world) for r in range(world)]
+    with h5py.File(shards[0], "r") as f:
+        attrs = dict(f.attrs)
+        dim = f["embeddings"].shape[1]
+    total = 0
+    for shard in shards:
+        with h5py.File(shard, "r") as f:
+            total += len(f["keys"])
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as dst:
+            data = dst.create_dataset("embeddings", shape=(total, dim), dtype=np.float32)
+            keys = []
+            row = 0
+            for shard in shards:
+                with h5py.File(shard, "r") as f:
+                    n = len(f["keys"])
+                    data[row: row + n] = f["embeddings"][:]
+                    keys += [k.decode() if isinstance(k, bytes) else k for k in f["keys"][:]]
+                    row += n
+            dst.create_dataset("keys", data=keys, dtype=STRING)
+            for key, value in attrs.items():
+                dst.attrs[key] = value
+            dst.attrs["n_done"] = total
+    for shard in shards:
+        os.remove(shard)
+        if partial_path(shard).exists():
+            os.remove(partial_path(shard))

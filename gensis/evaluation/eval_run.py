@@ -55,6 +55,8 @@ def run(cfg: EvalConfig) -> int:
         train_y, test_y = train_set.labels, test_set.labels
         split = "given"
     else:
+        if not cfg.data.path:
+            raise GensisError("give data.path (labeled tiles, split here) or data.train and data.test")
         tiles = open_tiles(cfg.data.path, labels=True, transform=transform)
         classes = tiles.classes
         train, test = train_test_split(tiles.labels, tiles.groups, cfg.test_fraction, cfg.seed)
