@@ -73,3 +73,14 @@ def test_demo_tiny_runs_and_resumes(tmp_path):
     assert (tmp_path / "demo" / "tiling" / "qc" / "synthetic.png").is_file()
     second = run_cli("demo", f"out={tmp_path / 'demo'}", "experiment=tiny", cwd=tmp_path)
     assert second.returncode == 0 and "already there" in second.stdout and "1 already done" in second.stdout
+
+
+@pytest.mark.parametrize("preset", ["tiny", "demo", "cpu_small", "paper"])
+def test_every_preset_composes_for_every_command(preset):
+    from gensis.cli import COMMANDS, _all_blocks
+
+    required = {"tile": ["slides=a", "out=b"], "stage1": ["data.path=a", "out=b"],
+                "embed": ["encoder=a", "data.path=b", "out=c"], "eval": ["encoder=a", "out=b"],
+                "synth": ["out=a.svs"], "demo": []}
+    for name, command in COMMANDS.items():
+        compose_config(name, command.schema(), [*required[name], f"experiment={preset}"], other_blocks=_all_blocks())
