@@ -4,8 +4,9 @@ Student and EMA teacher share a timm ViT and a DINO head. Per step: the teacher 
 global crops, the student every crop; DINO loss with centring; AdamW with per-iteration
 lr / weight-decay schedules; per-tensor gradient clipping; the head's last layer frozen
 for the first epoch(s); then the teacher moves towards the student with a cosine momentum
-schedule. Everything (student, teacher, centre, optimizer, step) is in the checkpoint, so
-``resume=true`` continues exactly.
+schedule. Student, teacher, centre, optimizer and step are in the checkpoint, so
+``resume=true`` continues the same optimisation (data order and augmentation draws differ
+from an uninterrupted run).
 """
 
 from __future__ import annotations
@@ -51,13 +52,17 @@ class MultiCropNet(nn.Module):
                 end += 1
             outputs.append(self.backbone(torch.cat(crops[start:end])))
             start = end
-        return self.head(torch.cat(outputs))
+        features = torch.cat(outputs)
+        with torch.autocast(features.device.type, enabled=False):  # sharpening at tau 0.04 needs fp32 logits
+            return self.head(features.float())
 
 
 def build_backbone(cfg: Stage1Config, drop_path: bool) -> nn.Module:
     kwargs = dict(cfg.backbone.kwargs)
     if drop_path:
         kwargs.setdefault("drop_path_rate", cfg.backbone.drop_path_rate)
+    else:
+        kwargs.pop("drop_path_rate", None)  # the teacher has no stochastic depth
     model = create_backbone(cfg.backbone.name, cfg.backbone.img_size, kwargs)
     if cfg.backbone.weights:
         load_backbone_weights(model, cfg.backbone.weights)
@@ -90,6 +95,10 @@ class DINOModule(L.LightningModule):
         self.n_crops = cfg.crops.n_global + cfg.crops.n_local
         spec = EncoderSpec(name="")
         self.batch_augment = BatchMultiCrop(cfg.crops, cfg.augment, spec.mean, spec.std) if cfg.augment.on_gpu else None
+
+    def on_train_start(self):
+        if self.batch_augment is not None and self.trainer.world_size > 1:
+            torch.manual_seed(self.cfg.seed + 1000 * self.global_rank)  # different augmentation draws per rank
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         if self.batch_augment is not None and self.training:
@@ -252,7 +261,8 @@ def run(cfg: Stage1Config) -> int:
     if len(dataset) < per_step:
         raise GensisError(f"data.path={cfg.data.path}: {len(dataset)} tiles, fewer than one batch "
                           f"({cfg.data.batch_size} x {trainer.world_size} devices); lower data.batch_size")
-    steps_per_epoch = len(dataset) // per_step
+    # each rank gets ceil(N / world) samples (the distributed sampler pads), then drops its last partial batch
+    steps_per_epoch = math.ceil(len(dataset) / trainer.world_size) // cfg.data.batch_size
     module = DINOModule(cfg, steps_per_epoch, trainer.world_size)
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                         num_workers=cfg.data.workers, persistent_workers=cfg.data.workers > 0,

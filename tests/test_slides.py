@@ -138,3 +138,16 @@ def test_direct_tiff_reading_gives_openslides_pixels(shared_data, synthetic_slid
         expected = rgba[..., :3].copy()
         expected[rgba[..., 3] == 0] = 255
         np.testing.assert_array_equal(slide.read_region(x, y, level, w, h), expected)
+
+
+def test_sixteen_bit_tiffs_scale_the_same_everywhere(tmp_path):
+    image = np.zeros((64, 128, 3), np.uint16)
+    image[:, :64] = 1000          # a dim half and
+    image[:, 64:] = 60000         # a bright half: each region read alone must keep its own level
+    path = tmp_path / "sixteen.tif"
+    tifffile.imwrite(path, image, photometric="rgb", resolution=(20000, 20000), resolutionunit="CENTIMETER")
+    slide = TiffSlide(path)
+    assert slide.mpp == pytest.approx(0.5)
+    dim = slide.read_region(0, 0, 0, 32, 32)
+    bright = slide.read_region(80, 0, 0, 32, 32)
+    assert dim.max() == int(1000 / 65535 * 255) and bright.min() == int(60000 / 65535 * 255)

@@ -99,6 +99,8 @@ def test_embed_writes_every_tile_and_resumes(stage1_run, lung_tiles, tmp_path):
     tiles = open_tiles(lung_tiles)
     assert embeddings.shape == (len(tiles), 64) and keys == tiles.keys
     assert attrs["encoder"] == json.loads((stage1_run / "encoder.json").read_text())["sha256"]
+    rerun = run_cli("embed", f"encoder={stage1_run}", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny")
+    assert rerun.returncode == 0 and "nothing to do" in rerun.stdout
     # a killed run: half written, with garbage after n_done; resuming fills in the rest exactly
     again = tmp_path / "again.h5"
     writer = EmbeddingsWriter(again, keys, 64, attrs["encoder"], "x")

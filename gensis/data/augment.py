@@ -55,7 +55,7 @@ def _view(size: int, scale, augment: AugmentConfig, blur_p: float, solarize_p: f
     if augment.grayscale > 0:
         steps.append(v2.RandomGrayscale(p=augment.grayscale))
     if augment.blur and blur_p > 0:
-        steps.append(PILGaussianBlur(p=blur_p, scale=size / 224))  # DINO's sigma range at 224 px, scaled
+        steps.append(PILGaussianBlur(p=blur_p))  # DINO's sigma range, on global and local crops alike
     if solarize_p > 0:
         steps.append(v2.RandomSolarize(threshold=128, p=solarize_p))
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]

@@ -142,7 +142,7 @@ class BatchMultiCrop(nn.Module):
         if a.grayscale > 0:
             y = _blend(_chance(b, a.grayscale, dev), _gray(y).expand_as(y), y)
         if a.blur and blur_p > 0:
-            sigma = _uniform(b, 0.1, 2.0, dev) * size / 224
+            sigma = _uniform(b, 0.1, 2.0, dev)
             y = _gaussian_blur(y, torch.where(_chance(b, blur_p, dev), sigma, torch.zeros_like(sigma)))
         if solarize_p > 0:
             y = _blend(_chance(b, solarize_p, dev), torch.where(y >= 0.5, 1 - y, y), y)

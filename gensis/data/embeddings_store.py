@@ -30,15 +30,18 @@ class EmbeddingsWriter:
         self.out = Path(out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.path = partial_path(self.out)
-        n = len(keys)
+        n = self._n = len(keys)
+        self.finished = False
+        if self.out.is_file() and matches(self.out, keys, dim, encoder_hash, complete=True):
+            self.finished, self.file = True, None  # done in an earlier run
+            return
         if self.path.is_file():
+            f = None
             try:
                 f = h5py.File(self.path, "a")
-                stored = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][:]]
-                same = (f.attrs.get("encoder") == encoder_hash and f["embeddings"].shape == (n, dim)
-                        and stored == list(keys))
-            except OSError:
-                same, f = False, None
+                same = matches(f, keys, dim, encoder_hash)
+            except (OSError, KeyError):  # unreadable or incomplete part file: start it again
+                same = False
             if same:
                 self.file = f
                 return
@@ -46,7 +49,8 @@ class EmbeddingsWriter:
                 f.close()
             self.path.unlink()
         self.file = h5py.File(self.path, "w")
-        self.file.create_dataset("embeddings", shape=(n, dim), dtype=np.float32, chunks=(min(max(n, 1), 1024), dim))
+        self.file.create_dataset("embeddings", shape=(n, dim), dtype=np.float32,
+                                 chunks=(min(n, 1024), dim) if n else None)
         self.file.create_dataset("keys", data=list(keys), dtype=STRING)
         self.file.attrs["encoder"] = encoder_hash
         self.file.attrs["encoder_name"] = encoder_name
@@ -54,6 +58,8 @@ class EmbeddingsWriter:
 
     @property
     def n_done(self) -> int:
+        if self.finished:
+            return self._n
         return int(self.file.attrs["n_done"])
 
     def write(self, start: int, embeddings: np.ndarray) -> None:
@@ -65,6 +71,8 @@ class EmbeddingsWriter:
         self.file.flush()
 
     def finish(self) -> Path:
+        if self.finished:
+            return self.out
         if self.n_done != len(self.file["keys"]):
             raise GensisError(f"{self.path}: only {self.n_done} of {len(self.file['keys'])} embeddings written")
         self.file.close()
@@ -72,7 +80,24 @@ class EmbeddingsWriter:
         return self.out
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
+
+
+def matches(file, keys, dim: int, encoder_hash: str, complete: bool = False) -> bool:
+    """Whether an embeddings file (path or open file) holds these keys for this encoder."""
+    if not isinstance(file, h5py.File):
+        try:
+            with h5py.File(file, "r") as f:
+                return matches(f, keys, dim, encoder_hash, complete)
+        except (OSError, KeyError):
+            return False
+    stored = [k.decode() if isinstance(k, bytes) else k for k in file["keys"][:]]
+    if file.attrs.get("encoder") != encoder_hash or file["embeddings"].shape != (len(keys), dim):
+        return False
+    if complete and int(file.attrs.get("n_done", -1)) != len(keys):
+        return False
+    return stored == list(keys)
 
 
 def read_embeddings(path: str | Path) -> tuple[np.ndarray, list[str], dict]:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from gensis.atomic import atomic_path
 from gensis.config.features import EmbedConfig
 from gensis.data.augment import eval_transform
-from gensis.data.embeddings_store import STRING, EmbeddingsWriter, partial_path
+from gensis.data.embeddings_store import STRING, EmbeddingsWriter, matches, partial_path
 from gensis.data.tile_source import open_tiles
 from gensis.errors import GensisError
 from gensis.models.backbone import load_encoder
@@ -64,6 +64,10 @@ def run(cfg: EmbedConfig) -> int:
     encoder_hash = json.loads((Path(cfg.encoder) / "encoder.json").read_text()).get("sha256", "")
     tiles = open_tiles(cfg.data.path, transform=eval_transform(spec.img_size, spec.mean, spec.std))
     out = Path(cfg.out)
+    if matches(out, tiles.keys, spec.embed_dim, encoder_hash, complete=True):
+        if rank == 0:
+            print(f"{out} already holds these {len(tiles)} embeddings; nothing to do")
+        return 0
     bounds = np.linspace(0, len(tiles), world + 1).round().astype(int)
     first, last = int(bounds[rank]), int(bounds[rank + 1])
     target = out if world == 1 else shard_path(out, rank, world)

@@ -17,6 +17,7 @@ from gensis.slides.resolution import mpp_from_ome_xml, mpp_from_openslide_proper
     mpp_from_aperio_description
 
 OPENSLIDE_CACHE_BYTES = 128 << 20
+_SHARED_CACHE = None
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".qptiff")
 
 
@@ -92,8 +93,11 @@ class OpenSlideSlide(Slide):
 
         self.path = Path(path)
         self._slide = openslide.OpenSlide(str(path))
-        if hasattr(openslide, "OpenSlideCache"):  # room for a band of decoded tiles, reused by the next run below
-            self._slide.set_cache(openslide.OpenSlideCache(OPENSLIDE_CACHE_BYTES))
+        if hasattr(openslide, "OpenSlideCache"):  # one cache per process, shared by every open slide
+            global _SHARED_CACHE
+            if _SHARED_CACHE is None:
+                _SHARED_CACHE = openslide.OpenSlideCache(OPENSLIDE_CACHE_BYTES)
+            self._slide.set_cache(_SHARED_CACHE)
         self.level_dimensions = [tuple(map(int, d)) for d in self._slide.level_dimensions]
         self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
         self.mpp = mpp_from_openslide_properties(self._slide.properties)
@@ -217,7 +221,7 @@ def resample_run(region: np.ndarray, read_px: int, tile_px: int) -> np.ndarray:
 
     An exact integer reduction uses a box filter (PIL ``reduce``), anything else bilinear
     with PIL's reducing gap. Tiling and the on-the-fly tile source share this, so both give
-    the same pixels.
+    the same pixels for a tile that is read alone or whose run allows the exact reduction.
     """
     from PIL import Image
 
@@ -234,10 +238,9 @@ def resample_run(region: np.ndarray, read_px: int, tile_px: int) -> np.ndarray:
 
 def to_uint8_rgb(data: np.ndarray) -> np.ndarray:
     """(H, W, C) of any dtype and 1-4 channels -> (H, W, 3) uint8."""
-    if data.dtype != np.uint8:
-        data = data.astype(np.float32)
-        top = float(data.max()) or 1.0
-        data = np.clip(data / top * 255.0, 0, 255).astype(np.uint8)
+    if data.dtype != np.uint8:  # a fixed scale per dtype, so every region of a slide maps alike
+        top = float(np.iinfo(data.dtype).max) if np.issubdtype(data.dtype, np.integer) else 1.0
+        data = np.clip(data.astype(np.float32) / top * 255.0, 0, 255).astype(np.uint8)
     channels = data.shape[2]
     if channels == 1:
         return np.repeat(data, 3, axis=2)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from collections import OrderedDict
 import os
 import sys
 import time
@@ -76,13 +77,18 @@ class TilingSummary:
 # ----------------------------------------------------------------------------------------
 # per-slide work (runs in worker processes)
 
-_OPEN: dict[str, Slide] = {}
+_OPEN: "OrderedDict[str, Slide]" = OrderedDict()
+MAX_OPEN_SLIDES = 8              # per process; the least recently used one is closed beyond this
 
 
 def _slide(path: Path) -> Slide:
     key = str(path)
-    if key not in _OPEN:
+    if key in _OPEN:
+        _OPEN.move_to_end(key)
+    else:
         _OPEN[key] = open_slide(path)
+        while len(_OPEN) > MAX_OPEN_SLIDES:
+            _OPEN.popitem(last=False)[1].close()
     return _OPEN[key]
 
 
@@ -348,10 +354,7 @@ def _extract(plans: dict, cfg: TileConfig, out: Path, manifest: Manifest, summar
         if n == 0 or params.format == "coords":
             continue
         if params.format == "h5":
-            part = out / "tiles.parts" / f"{name}.h5"
-            part.parent.mkdir(exist_ok=True)
-            slide_state["writer"] = allocate_store(temporary_path(part), params.size, params.mpp,
-                                                   [name] * n, plan.coords, plan.labels, plan.classes)
+            (out / "tiles.parts").mkdir(exist_ok=True)  # the part file opens with the slide's first tiles
         else:
             tile_dir = temporary_path(out / "tiles" / name)
             remove(tile_dir)
@@ -378,6 +381,11 @@ def _extract(plans: dict, cfg: TileConfig, out: Path, manifest: Manifest, summar
         if error and not slide_state["error"]:
             slide_state["error"] = error
         if tiles is not None and not slide_state["error"]:
+            if slide_state["writer"] is None:
+                plan = slide_state["plan"]
+                slide_state["writer"] = allocate_store(
+                    temporary_path(out / "tiles.parts" / f"{name}.h5"), params.size, params.mpp,
+                    [name] * len(plan.coords), plan.coords, plan.labels, plan.classes)
             put_tiles(slide_state["writer"], rows, tiles)
         slide_state["remaining"] -= 1
         if slide_state["remaining"] == 0:
@@ -409,8 +417,7 @@ def _finish_slide(out: Path, manifest: Manifest, summary: TilingSummary, slide_s
     if writer is not None:
         writer.close()
     if slide_state["error"]:
-        if writer is not None:
-            remove(temporary_path(out / "tiles.parts" / f"{name}.h5"))
+        remove(temporary_path(out / "tiles.parts" / f"{name}.h5"))
         if slide_state["tile_dir"] is not None:
             remove(slide_state["tile_dir"])
         _record_failure(out, manifest, summary, plan.entry, slide_state["error"], seconds)
