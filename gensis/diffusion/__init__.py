@@ -1,0 +1,1 @@
+"""Embedding-conditioned diffusion: conditioning, pipeline, interpolation, generation runs."""
