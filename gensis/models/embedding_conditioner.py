@@ -1,0 +1,44 @@
+"""Embedding conditioning of the E-LDM (METHOD.md stage 2): no text encoder anywhere.
+
+The stage-1 embedding e is L2-normalised and projected by one linear layer to ``n_tokens``
+cross-attention tokens of width ``cross_attention_dim``. During training e is replaced by a
+learned null embedding with probability ``p_uncond``, so that classifier-free guidance can
+mix conditional and unconditional predictions at sampling time.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class EmbeddingConditioner(nn.Module):
+    """e (B, D) -> encoder_hidden_states (B, n_tokens, cross_attention_dim) for a diffusers UNet.
+
+    >>> cond = EmbeddingConditioner(embed_dim=8, cross_attention_dim=16, n_tokens=2)
+    >>> cond(torch.randn(4, 8)).shape
+    torch.Size([4, 2, 16])
+    """
+
+    def __init__(self, embed_dim: int, cross_attention_dim: int, n_tokens: int = 1, p_uncond: float = 0.1):
+        super().__init__()
+        if not 0 <= p_uncond < 1:
+            raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond}")
+        self.embed_dim, self.cross_attention_dim, self.n_tokens, self.p_uncond = (
+            embed_dim, cross_attention_dim, n_tokens, p_uncond)
+        self.project = nn.Linear(embed_dim, n_tokens * cross_attention_dim)
+        self.null_embedding = nn.Parameter(torch.zeros(embed_dim))
+
+    def null_like(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The null embedding repeated for a batch (the unconditional branch of guidance)."""
+        return self.null_embedding.to(embeddings.dtype).expand_as(embeddings)
+
+    def forward(self, embeddings: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens for ``embeddings``; in training mode each row is replaced by the null embedding
+        with probability ``p_uncond`` (or where the boolean ``drop`` says)."""
+        e = nn.functional.normalize(embeddings.float(), dim=-1)
+        if drop is None and self.training and self.p_uncond > 0:
+            drop = torch.rand(e.shape[0], device=e.device) < self.p_uncond
+        if drop is not None:
+            e = torch.where(drop[:, None], self.null_like(e), e)
+        return self.project(e).view(e.shape[0], self.n_tokens, self.cross_attention_dim)
