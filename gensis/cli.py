@@ -6,68 +6,33 @@ Bad input ends in one line on stderr naming the key, value or file, and a non-ze
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from gensis.errors import GensisError
+
+
+def _load(target: str):
+    """The object at ``"module:attribute"``, imported on first use (so that --help stays fast)."""
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 @dataclass(frozen=True)
 class Command:
     name: str
     help: str
-    schema: Callable[[], type]
-    run: Callable
+    schema_target: str   # "module:ConfigClass"
+    run_target: str      # "module:function" taking the validated config
 
+    def schema(self) -> type:
+        return _load(self.schema_target)
 
-def _tile_schema():
-    from gensis.config.tile import TileConfig
-    return TileConfig
-
-
-def _synth_schema():
-    from gensis.config.demo import SynthConfig
-    return SynthConfig
-
-
-def _demo_schema():
-    from gensis.config.demo import DemoConfig
-    return DemoConfig
-
-
-def _stage1_schema():
-    from gensis.config.stage1 import Stage1Config
-    return Stage1Config
-
-
-def run_stage1(cfg) -> int:
-    from stages import stage1
-
-    return stage1.run(cfg)
-
-
-def _embed_schema():
-    from gensis.config.features import EmbedConfig
-    return EmbedConfig
-
-
-def _eval_schema():
-    from gensis.config.features import EvalConfig
-    return EvalConfig
-
-
-def run_embed(cfg) -> int:
-    from gensis.evaluation import embed_run
-
-    return embed_run.run(cfg)
-
-
-def run_eval(cfg) -> int:
-    from gensis.evaluation import eval_run
-
-    return eval_run.run(cfg)
+    def run(self, cfg) -> int:
+        return _load(self.run_target)(cfg)
 
 
 def run_tile(cfg) -> int:
@@ -118,14 +83,17 @@ def run_demo(cfg) -> int:
 
 COMMANDS = {
     "tile": Command("tile", "cut whole-slide images into tissue tiles (coords, tiles.h5 or images, QC, manifest)",
-                    _tile_schema, run_tile),
-    "stage1": Command("stage1", "train the stage-1 DINO encoder on tiles", _stage1_schema, run_stage1),
-    "embed": Command("embed", "embed every tile with an encoder run into embeddings.h5", _embed_schema, run_embed),
+                    "gensis.config.tile:TileConfig", "gensis.cli:run_tile"),
+    "stage1": Command("stage1", "train the stage-1 DINO encoder on tiles",
+                      "gensis.config.stage1:Stage1Config", "stages.stage1:run"),
+    "embed": Command("embed", "embed every tile with an encoder run into embeddings.h5",
+                     "gensis.config.features:EmbedConfig", "gensis.evaluation.embed_run:run"),
     "eval": Command("eval", "kNN and linear probe of an encoder on labeled tiles (metrics.json, report.md)",
-                    _eval_schema, run_eval),
+                    "gensis.config.features:EvalConfig", "gensis.evaluation.eval_run:run"),
     "synth": Command("synth", "write the built-in synthetic H&E-like slide with known tissue regions",
-                     _synth_schema, run_synth),
-    "demo": Command("demo", "run the pipeline end to end on the built-in synthetic slide", _demo_schema, run_demo),
+                     "gensis.config.demo:SynthConfig", "gensis.cli:run_synth"),
+    "demo": Command("demo", "run the pipeline end to end on the built-in synthetic slide",
+                    "gensis.config.demo:DemoConfig", "gensis.cli:run_demo"),
 }
 
 
