@@ -11,7 +11,6 @@ from an uninterrupted run).
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path

@@ -1,5 +1,7 @@
 """The command line: help, and one clear line (no traceback) for every kind of bad input."""
 
+import dataclasses
+
 import pytest
 
 from gensis.config.compose import compose_config
@@ -57,7 +59,7 @@ def test_experiment_tiny_and_overrides_compose():
     assert cfg.tile.size == 48          # the user's override wins over the preset
     assert cfg.tile.mpp == 2.0          # from the preset
     assert cfg.workers == 0
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.tile.size = 3               # configs are frozen
 
 

@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
+from gensis.data.tile_store import tile_keys, tile_name
 from gensis.errors import GensisError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
@@ -55,10 +56,6 @@ class TileDataset(Dataset):
 
             image = self.transform(Image.fromarray(image))
         return {"image": image, "key": self.keys[index], "label": int(self.labels[index])}
-
-    @property
-    def has_labels(self) -> bool:
-        return bool(len(self.labels)) and bool((self.labels >= 0).all())
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -128,7 +125,7 @@ class H5Tiles(TileDataset):
                 self.classes = json.loads(f.attrs.get("classes", "[]"))
         except OSError as err:
             raise GensisError(f"{self.path}: cannot open tile store ({err})") from None
-        self.keys = [f"{s}/{int(x)}_{int(y)}" for s, (x, y) in zip(slides, coords)]
+        self.keys = tile_keys(slides, coords)
         self.slides = np.array(slides)
         self.coords = coords
         self.labels = stored.astype(np.int64) if labels else np.full(len(coords), -1, np.int64)
@@ -172,7 +169,7 @@ class TilingDirTiles(TileDataset):
             if tile_dir.is_dir():
                 files = {p.stem: p for p in tile_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
             for (x, y), label in zip(coords, slide_labels):
-                stem = f"{int(x)}_{int(y)}"
+                stem = tile_name(x, y)
                 source = files.get(stem) or (Path(str(attrs["slide_path"])), int(x), int(y), attrs)
                 self.keys.append(f"{name}/{stem}")
                 self.items.append(source)

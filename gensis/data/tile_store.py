@@ -47,9 +47,6 @@ class TileStoreWriter:
         self.file["label"][start:end] = labels if labels is not None else np.full(n, -1, np.int64)
         self.count = end
 
-    def set_classes(self, classes: Sequence[str]) -> None:
-        self.file.attrs["classes"] = json.dumps(list(classes))
-
     def close(self) -> None:
         self.file.close()
 
@@ -77,9 +74,14 @@ def copy_tiles(src: h5py.File, rows: np.ndarray, dst: TileStoreWriter, label_off
                    src["coords"][part], labels)
 
 
+def tile_name(x, y) -> str:
+    """A tile's name from its level-0 corner, ``<x>_<y>``: its file name and the end of its key."""
+    return f"{int(x)}_{int(y)}"
+
+
 def tile_keys(slides: Sequence[str], coords: np.ndarray) -> list[str]:
     """Stable tile keys ``<slide>/<x>_<y>``."""
-    return [f"{s}/{int(x)}_{int(y)}" for s, (x, y) in zip(slides, coords)]
+    return [f"{s}/{tile_name(x, y)}" for s, (x, y) in zip(slides, coords)]
 
 
 def allocate_store(path: Path, tile_px: int, mpp: float, slides: Sequence[str], coords: np.ndarray,

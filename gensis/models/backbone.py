@@ -114,11 +114,3 @@ def load_encoder(run_dir: str | Path) -> tuple[nn.Module, EncoderSpec]:
     model.load_state_dict(load_file(str(weights)))
     return model.eval(), spec
 
-
-def random_encoder(like: str | Path) -> tuple[nn.Module, EncoderSpec]:
-    """The same architecture as the encoder in ``like``, untrained (the floor for evaluations)."""
-    info = json.loads((Path(like) / "encoder.json").read_text())
-    spec = EncoderSpec(name=info["name"], kwargs=info.get("kwargs", {}), img_size=info["img_size"],
-                       embed_dim=info["embed_dim"], mean=tuple(info["mean"]), std=tuple(info["std"]))
-    torch.manual_seed(0)
-    return create_backbone(spec.name, spec.img_size, spec.kwargs).eval(), spec

@@ -19,7 +19,6 @@ from collections import OrderedDict
 import os
 import sys
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -29,7 +28,7 @@ import numpy as np
 
 from gensis.atomic import atomic_path, remove, remove_stale_temporaries, temporary_path
 from gensis.config.tile import TileConfig, TileParams
-from gensis.data.tile_store import STRING, TileStoreWriter, allocate_store, copy_tiles, put_tiles, store_classes
+from gensis.data.tile_store import TileStoreWriter, allocate_store, copy_tiles, put_tiles, store_classes, tile_name
 from gensis.errors import GensisError, SlideError
 from gensis.slides.discovery import SlideEntry, find_slides
 from gensis.slides.grid import make_grid, strips, tissue_fractions
@@ -196,7 +195,7 @@ def _read_run(job: BlockJob, coords: np.ndarray) -> list:
         if job.format == "h5":
             out.append(tile)
             continue
-        target = job.tile_dir / f"{int(x)}_{int(yy)}.{job.format}"
+        target = job.tile_dir / f"{tile_name(x, yy)}.{job.format}"
         image = Image.fromarray(tile)
         if job.format == "jpg":
             image.save(target, format="JPEG", quality=job.jpeg_quality)
@@ -367,7 +366,7 @@ def _extract(plans: dict, cfg: TileConfig, out: Path, manifest: Manifest, summar
                                  format=params.format, tile_dir=slide_state["tile_dir"],
                                  jpeg_quality=params.jpeg_quality))
             slide_state["remaining"] += 1
-    for name, slide_state in state.items():
+    for slide_state in state.values():
         if slide_state["remaining"] == 0:
             _finish_slide(out, manifest, summary, slide_state, params)
     if not jobs:

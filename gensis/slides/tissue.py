@@ -47,6 +47,3 @@ def pen_ink(hue: np.ndarray, sat: np.ndarray, val: np.ndarray) -> np.ndarray:
     dark_red = ((hue < 0.03) | (hue > 0.85)) & (sat > 0.4) & (val < 0.5)
     return green_blue | pure_red | dark_red
 
-
-def tissue_fraction(mask: np.ndarray) -> float:
-    return float(mask.mean()) if mask.size else 0.0
