@@ -57,6 +57,11 @@ def tissue_fractions(mask: np.ndarray, mask_downsample: float, coords: np.ndarra
     return (total / area).astype(np.float32)
 
 
+def grid_columns(coords: np.ndarray, stride0: float) -> np.ndarray:
+    """Each tile's column index on the grid."""
+    return np.round(coords[:, 0] / stride0).astype(np.int64)
+
+
 def strips(coords: np.ndarray, stride0: float, max_tiles: int = 16) -> list[np.ndarray]:
     """Group tile indices into horizontal runs of neighbours (same row, consecutive columns).
 
@@ -66,7 +71,7 @@ def strips(coords: np.ndarray, stride0: float, max_tiles: int = 16) -> list[np.n
     """
     if len(coords) == 0:
         return []
-    columns = np.round(coords[:, 0] / stride0).astype(np.int64)
+    columns = grid_columns(coords, stride0)
     bands = columns // max_tiles
     order = np.lexsort((coords[:, 0], coords[:, 1], bands))
     runs, current = [], [order[0]]

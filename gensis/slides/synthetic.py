@@ -42,6 +42,10 @@ class SyntheticSlideSpec:
     min_level_side: int = 256
     jpeg_quality: int = 90
 
+    def level_size(self, downsample: int) -> tuple[int, int]:
+        """(width, height) of the level ``downsample`` times smaller than level 0 (rounded up)."""
+        return -(-self.width // downsample), -(-self.height // downsample)
+
     @property
     def downsamples(self) -> list[int]:
         out = [1]
@@ -180,7 +184,7 @@ class SyntheticSlide:
     def label_map(self, downsample: int = LABEL_MAP_DOWNSAMPLE) -> np.ndarray:
         """uint8 map (0 = background, 1 + label elsewhere) at 1 / ``downsample`` of level 0."""
         s = self.spec
-        h, w = -(-s.height // downsample), -(-s.width // downsample)
+        w, h = s.level_size(downsample)
         xs = (np.arange(w) + 0.5) * downsample
         ys = (np.arange(h) + 0.5) * downsample
         x, y = np.meshgrid(xs, ys)
@@ -192,7 +196,7 @@ class SyntheticSlide:
         from PIL import Image
 
         s = self.spec
-        lw, lh = -(-s.width // downsample), -(-s.height // downsample)
+        lw, lh = s.level_size(downsample)
         factor = 1
         while s.mpp * downsample * factor * 2 <= RENDER_MPP and TILE % (factor * 2) == 0:
             factor *= 2
@@ -220,7 +224,7 @@ class SyntheticSlide:
         if progress:
             from tqdm import tqdm
 
-            total = sum(-(-(-(-s.width // d)) // TILE) * -(-(-(-s.height // d)) // TILE) for d in levels)
+            total = sum(-(-w // TILE) * -(-h // TILE) for w, h in map(s.level_size, levels))
             bar = tqdm(total=total, desc=f"synthetic slide {path.name}", unit="tile")
 
         def counted(iterator):
@@ -232,7 +236,7 @@ class SyntheticSlide:
         with atomic_path(path) as tmp:
             with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
                 for index, ds in enumerate(levels):
-                    lw, lh = -(-s.width // ds), -(-s.height // ds)
+                    lw, lh = s.level_size(ds)
                     tif.write(counted(self._tiles(ds)), shape=(lh, lw, 3), dtype=np.uint8, tile=(TILE, TILE),
                               photometric="rgb", compression="jpeg", compressionargs={"level": s.jpeg_quality},
                               description=description if index == 0 else f"Aperio level {index}",

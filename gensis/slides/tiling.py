@@ -31,7 +31,7 @@ from gensis.config.tile import TileConfig, TileParams
 from gensis.data.tile_store import TileStoreWriter, allocate_store, copy_tiles, put_tiles, store_classes, tile_name
 from gensis.errors import GensisError, SlideError
 from gensis.slides.discovery import SlideEntry, find_slides
-from gensis.slides.grid import make_grid, strips, tissue_fractions
+from gensis.slides.grid import grid_columns, make_grid, strips, tissue_fractions
 from gensis.slides.labels import load_label_map
 from gensis.slides.manifest import Manifest, ManifestRow
 from gensis.slides.qc import write_qc_image
@@ -395,7 +395,7 @@ def _extract(plans: dict, cfg: TileConfig, out: Path, manifest: Manifest, summar
 def _blocks(plan: SlidePlan, strip_tiles: int, block_runs: int) -> list[list[np.ndarray]]:
     """Runs of one column band in consecutive rows, ``block_runs`` at a time."""
     runs = strips(plan.coords, plan.stride_level0, strip_tiles)
-    bands = [int(round(plan.coords[r[0], 0] / plan.stride_level0)) // strip_tiles for r in runs]
+    bands = grid_columns(plan.coords[[r[0] for r in runs]], plan.stride_level0) // strip_tiles
     blocks, current, current_band = [], [], None
     for run, band in zip(runs, bands):
         if current and (band != current_band or len(current) == block_runs):
