@@ -30,7 +30,7 @@ from gensis.evaluation.features import extract_features
 from gensis.evaluation.knn import knn_predict_proba
 from gensis.evaluation.split import train_test_split
 from gensis.losses.dino import DINOLoss
-from gensis.models.backbone import EncoderSpec, create_backbone, load_backbone_weights, save_encoder
+from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, create_backbone, load_backbone_weights, save_encoder
 from gensis.models.dino_head import DINOHead
 from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir, session_log_dir
 from gensis.training.schedules import cosine_schedule, teacher_temperature_schedule
@@ -92,8 +92,8 @@ class DINOModule(L.LightningModule):
         self.teacher_temps = teacher_temperature_schedule(d.warmup_teacher_temp, d.teacher_temp,
                                                           d.warmup_teacher_temp_epochs, o.epochs)
         self.n_crops = cfg.crops.n_global + cfg.crops.n_local
-        spec = EncoderSpec(name="")
-        self.batch_augment = BatchMultiCrop(cfg.crops, cfg.augment, spec.mean, spec.std) if cfg.augment.on_gpu else None
+        self.batch_augment = (BatchMultiCrop(cfg.crops, cfg.augment, IMAGENET_MEAN, IMAGENET_STD)
+                              if cfg.augment.on_gpu else None)
 
     def on_train_start(self):
         if self.batch_augment is not None and self.trainer.world_size > 1:
@@ -247,14 +247,13 @@ def run(cfg: Stage1Config) -> int:
         raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
     out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    spec_mean, spec_std = EncoderSpec(name="").mean, EncoderSpec(name="").std
     transform = (uint8_transform(cfg.augment.source_size) if cfg.augment.on_gpu
-                 else MultiCropAugment(cfg.crops, cfg.augment, spec_mean, spec_std))
+                 else MultiCropAugment(cfg.crops, cfg.augment, IMAGENET_MEAN, IMAGENET_STD))
     dataset = open_tiles(cfg.data.path, transform=transform)
     callbacks: list = [EncoderExport(), DDPConsistency()]
     if cfg.data.val:
         callbacks.append(KNNMonitor(cfg.data.val, cfg.trainer.eval_every, cfg.data.batch_size, cfg.data.workers,
-                                    cfg.backbone.img_size, spec_mean, spec_std))
+                                    cfg.backbone.img_size, IMAGENET_MEAN, IMAGENET_STD))
     trainer = make_trainer(cfg, out, callbacks)
     per_step = cfg.data.batch_size * trainer.world_size
     if len(dataset) < per_step:
