@@ -108,7 +108,7 @@ def main() -> None:
     cfg = compose_config("stage1", Stage1Config, overrides)
     timer = StepTimer(args.warmup)
     original = stage1.make_trainer
-    stage1.make_trainer = lambda c, o, callbacks: original(c, o, [*callbacks, timer])
+    stage1.make_trainer = lambda t, o, callbacks, **kwargs: original(t, o, [*callbacks, timer], **kwargs)
     stage1.run(cfg)
     crops = cfg.crops
     result = {"setting": "gpu" if args.gpu else "cpu", "backbone": cfg.backbone.name, "kwargs": dict(cfg.backbone.kwargs),

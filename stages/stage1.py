@@ -32,8 +32,9 @@ from gensis.evaluation.split import train_test_split
 from gensis.losses.dino import DINOLoss
 from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, create_backbone, load_backbone_weights, save_encoder
 from gensis.models.dino_head import DINOHead
-from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir, session_log_dir
+from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
 from gensis.training.schedules import cosine_schedule, teacher_temperature_schedule
+from gensis.training.trainer import make_trainer
 
 
 class MultiCropNet(nn.Module):
@@ -222,26 +223,6 @@ class DDPConsistency(L.Callback):
                 json.dumps({"teacher_checksums": gathered, "consistent": consistent}, indent=2))
 
 
-def make_trainer(cfg: Stage1Config, out: Path, callbacks: list) -> L.Trainer:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    t = cfg.trainer
-    loggers = [CSVLogger(save_dir=str(out), name="logs", version=session_log_dir(out))]
-    try:
-        loggers.append(TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False))
-    except ModuleNotFoundError:
-        pass
-    checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, every_n_epochs=1,
-                                 save_top_k=0, save_on_train_epoch_end=True, enable_version_counter=False)
-    return L.Trainer(default_root_dir=str(out), accelerator=t.accelerator, devices=t.resolved_devices(),
-                     num_nodes=t.num_nodes, strategy=t.strategy, precision=t.resolved_precision(),
-                     max_epochs=cfg.optim.epochs, max_steps=t.max_steps, logger=loggers,
-                     callbacks=[checkpoint, *callbacks], log_every_n_steps=t.log_every_n_steps,
-                     enable_progress_bar=cfg.progress, enable_model_summary=False, num_sanity_val_steps=0,
-                     use_distributed_sampler=True, deterministic=False)
-
-
 def run(cfg: Stage1Config) -> int:
     if not cfg.data.path:
         raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
@@ -254,7 +235,7 @@ def run(cfg: Stage1Config) -> int:
     if cfg.data.val:
         callbacks.append(KNNMonitor(cfg.data.val, cfg.trainer.eval_every, cfg.data.batch_size, cfg.data.workers,
                                     cfg.backbone.img_size, IMAGENET_MEAN, IMAGENET_STD))
-    trainer = make_trainer(cfg, out, callbacks)
+    trainer = make_trainer(cfg.trainer, out, callbacks, epochs=cfg.optim.epochs, progress=cfg.progress)
     per_step = cfg.data.batch_size * trainer.world_size
     if len(dataset) < per_step:
         raise GensisError(f"data.path={cfg.data.path}: {len(dataset)} tiles, fewer than one batch "

@@ -1,4 +1,6 @@
+import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,27 @@ def shared_data() -> Path:
     if not (path / "slides").is_dir():
         pytest.skip(f"shared test data not found at {path} (set GENSIS_TEST_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def lung_tiles(shared_data, tmp_path_factory):
+    """12 real tiles per class from lc25000_lung_dev, with their groups.csv rows."""
+    source = shared_data / "tiles" / "lc25000_lung_dev"
+    root = tmp_path_factory.mktemp("lung")
+    rows = list(csv.DictReader(open(source / "groups.csv")))
+    keep = []
+    for label in ("lung_aca", "lung_n", "lung_scc"):  # 4 groups of 3 near-duplicates per class
+        groups = sorted({r["group"] for r in rows if r["label"] == label})[:4]
+        for group in groups:
+            keep += [r for r in rows if r["group"] == group][:3]
+    for row in keep:
+        (root / row["file"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / row["file"], root / row["file"])
+    with open(root / "groups.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "label", "group"])
+        writer.writeheader()
+        writer.writerows(keep)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ class PILGaussianBlur(torch.nn.Module):
         return image.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
-def _view(size: int, scale, augment: AugmentConfig, blur_p: float, solarize_p: float, mean, std) -> v2.Compose:
+def augmented_view(size: int, scale, augment: AugmentConfig, blur_p: float, solarize_p: float, mean, std) -> v2.Compose:
     """One crop's pipeline: geometric and colour steps on the PIL image (fast), then tensor steps."""
     steps = [v2.RandomResizedCrop(size, scale=tuple(scale), interpolation=v2.InterpolationMode.BICUBIC)]
     if augment.flip:
@@ -81,9 +81,9 @@ class MultiCropAugment:
         for index in range(crops.n_global):
             blur_p = 1.0 if index == 0 else 0.1
             solarize_p = augment.solarize if index == 1 else 0.0
-            self.global_views.append(_view(crops.global_size, crops.global_scale, augment, blur_p, solarize_p,
+            self.global_views.append(augmented_view(crops.global_size, crops.global_scale, augment, blur_p, solarize_p,
                                            mean, std))
-        self.local_view = _view(crops.local_size, crops.local_scale, augment, 0.5, 0.0, mean, std)
+        self.local_view = augmented_view(crops.local_size, crops.local_scale, augment, 0.5, 0.0, mean, std)
 
     def __call__(self, image) -> list[torch.Tensor]:
         if not isinstance(image, Image.Image):

@@ -8,7 +8,6 @@ each shard stopped.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from gensis.data.augment import eval_transform
 from gensis.data.embeddings_store import STRING, EmbeddingsWriter, matches, partial_path
 from gensis.data.tile_source import open_tiles
 from gensis.errors import GensisError
-from gensis.models.backbone import load_encoder
+from gensis.models.backbone import encoder_hash, load_encoder
 
 
 def pick_device(trainer_cfg) -> torch.device:
@@ -52,37 +51,54 @@ def shard_path(out: Path, rank: int, world: int) -> Path:
     return out.with_name(f"{out.name}.shard{rank}-of-{world}")
 
 
-@torch.no_grad()
 def run(cfg: EmbedConfig) -> int:
-    from tqdm import tqdm
-
     if not cfg.data.path:
         raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
     fabric = _fabric(cfg)
     rank, world = (fabric.global_rank, fabric.world_size) if fabric else (0, 1)
-    model, spec = load_encoder(cfg.encoder)
-    encoder_hash = json.loads((Path(cfg.encoder) / "encoder.json").read_text()).get("sha256", "")
-    tiles = open_tiles(cfg.data.path, transform=eval_transform(spec.img_size, spec.mean, spec.std))
-    out = Path(cfg.out)
-    if matches(out, tiles.keys, spec.embed_dim, encoder_hash, complete=True):
+    device = fabric.device if fabric else pick_device(cfg.trainer)
+    bf16 = device.type == "cuda" and cfg.trainer.resolved_precision().startswith("bf16")
+    embed_tiles(cfg.encoder, cfg.data.path, Path(cfg.out), batch_size=cfg.data.batch_size,
+                workers=cfg.data.workers, device=device, bf16=bf16, progress=cfg.progress, rank=rank, world=world)
+    if fabric:
+        fabric.barrier()
+        if rank == 0 and not Path(cfg.out).is_file():
+            join_shards(Path(cfg.out), world)
+        fabric.barrier()
+    return 0
+
+
+@torch.no_grad()
+def embed_tiles(encoder: str | Path, data_path: str, out: Path, *, batch_size: int, workers: int,
+                device: torch.device, bf16: bool = False, progress: bool = True, rank: int = 0,
+                world: int = 1) -> Path:
+    """Embed the tiles at ``data_path`` into ``out`` (or, with ``world`` > 1, this rank's shard of it).
+
+    Skips a finished file with the same keys and encoder; continues a part file of a killed run.
+    """
+    from tqdm import tqdm
+
+    model, spec = load_encoder(encoder)
+    weights_hash = encoder_hash(encoder)
+    tiles = open_tiles(data_path, transform=eval_transform(spec.img_size, spec.mean, spec.std))
+    out = Path(out)
+    if matches(out, tiles.keys, spec.embed_dim, weights_hash, complete=True):
         if rank == 0:
             print(f"{out} already holds these {len(tiles)} embeddings; nothing to do")
-        return 0
+        return out
     bounds = np.linspace(0, len(tiles), world + 1).round().astype(int)
     first, last = int(bounds[rank]), int(bounds[rank + 1])
     target = out if world == 1 else shard_path(out, rank, world)
-    writer = EmbeddingsWriter(target, tiles.keys[first:last], spec.embed_dim, encoder_hash, spec.name)
+    writer = EmbeddingsWriter(target, tiles.keys[first:last], spec.embed_dim, weights_hash, spec.name)
     start = writer.n_done
     if start and rank == 0:
         print(f"resuming: {start} of {last - first} tiles of this shard already embedded")
-    device = fabric.device if fabric else pick_device(cfg.trainer)
     model = model.to(device)
-    bf16 = device.type == "cuda" and cfg.trainer.resolved_precision().startswith("bf16")
-    loader = DataLoader(Subset(tiles, range(first + start, last)), batch_size=cfg.data.batch_size,
-                        num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(Subset(tiles, range(first + start, last)), batch_size=batch_size,
+                        num_workers=workers, pin_memory=device.type == "cuda")
     position = start
     try:
-        for batch in tqdm(loader, desc="embed", unit="batch", disable=not cfg.progress or rank != 0):
+        for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress or rank != 0):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 embedded = model(batch["image"].to(device, non_blocking=True)).float().cpu().numpy()
             writer.write(position, embedded)
@@ -93,14 +109,9 @@ def run(cfg: EmbedConfig) -> int:
             writer.close()
         except Exception:
             pass
-    if fabric:
-        fabric.barrier()
-        if rank == 0:
-            join_shards(out, world)
-        fabric.barrier()
     if rank == 0:
         print(f"embedded {len(tiles)} tiles ({spec.embed_dim}-d, {spec.name}) on {world} process(es) -> {out}")
-    return 0
+    return out
 
 
 def join_shards(out: Path, world: int) -> None:

@@ -98,6 +98,14 @@ def file_hash(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def encoder_hash(run_dir: str | Path) -> str:
+    """The sha256 prefix of an encoder run's weights, as recorded in its ``encoder.json``."""
+    info = Path(run_dir) / "encoder.json"
+    if not info.is_file():
+        raise GensisError(f"encoder={run_dir}: no encoder.json (a stage-1 or stage-3 run writes it)")
+    return json.loads(info.read_text()).get("sha256", "")
+
+
 def load_encoder(run_dir: str | Path) -> tuple[nn.Module, EncoderSpec]:
     """Rebuild an exported encoder from a run dir (no checkpoint needed), in eval mode."""
     from safetensors.torch import load_file

@@ -9,17 +9,23 @@ mix conditional and unconditional predictions at sampling time.
 from __future__ import annotations
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 
-class EmbeddingConditioner(nn.Module):
+class EmbeddingConditioner(ModelMixin, ConfigMixin):
     """e (B, D) -> encoder_hidden_states (B, n_tokens, cross_attention_dim) for a diffusers UNet.
 
     >>> cond = EmbeddingConditioner(embed_dim=8, cross_attention_dim=16, n_tokens=2)
     >>> cond(torch.randn(4, 8)).shape
     torch.Size([4, 2, 16])
+
+    A diffusers model: ``save_pretrained`` / ``from_pretrained`` keep its config and weights,
+    so the pipeline folder loads it like its UNet.
     """
 
+    @register_to_config
     def __init__(self, embed_dim: int, cross_attention_dim: int, n_tokens: int = 1, p_uncond: float = 0.1):
         super().__init__()
         if not 0 <= p_uncond < 1:

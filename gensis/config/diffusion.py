@@ -1,0 +1,102 @@
+"""Config blocks of the embedding-conditioned diffusion model (METHOD.md stage 2) and its samplers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from gensis.config.tile import _help
+
+SPACES = ("auto", "pixel", "latent")
+PREDICTIONS = ("epsilon", "v_prediction")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+SAMPLERS = ("ddim", "dpm++", "ddpm", "euler", "unipc")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    channels: List[int] = _help("channels of each UNet level (coarser levels to the right)",
+                                factory=lambda: [128, 256, 256, 256])
+    attention: List[bool] = _help("cross-attention (the embedding tokens) at each level; the mid block always has it",
+                                  factory=lambda: [False, True, True, True])
+    layers_per_block: int = _help("ResNet layers per level", 2)
+    head_dim: int = _help("width of one attention head", 64)
+    cross_attention_dim: int = _help("width of the embedding tokens", 512)
+    norm_groups: int = _help("GroupNorm groups", 32)
+
+    def __post_init__(self):
+        if len(self.channels) != len(self.attention):
+            raise ValueError(f"unet.channels ({len(self.channels)} levels) and unet.attention "
+                             f"({len(self.attention)}) must have one entry per level")
+        if any(c % self.norm_groups for c in self.channels):
+            raise ValueError(f"unet.channels {list(self.channels)} must be multiples of unet.norm_groups={self.norm_groups}")
+        if any(c % self.head_dim for c in self.channels):
+            raise ValueError(f"unet.channels {list(self.channels)} must be multiples of unet.head_dim={self.head_dim}")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    image_size: int = _help("side of the drawn tiles in pixels (tiles are resized to it)", 64)
+    space: str = _help("pixel | latent | auto (pixel up to pixel_max_size, else latent)", "auto")
+    pixel_max_size: int = _help("space=auto draws in pixel space up to this size", 64)
+    vae: Optional[str] = _help("latent space: a local diffusers AutoencoderKL folder", None)
+    n_tokens: int = _help("cross-attention tokens made from one embedding", 1)
+    p_uncond: float = _help("probability of the null embedding in training (classifier-free guidance)", 0.1)
+    prediction: str = _help("epsilon | v_prediction", "epsilon")
+    train_timesteps: int = _help("DDPM noise steps", 1000)
+    beta_schedule: str = _help("linear | scaled_linear | squaredcos_cap_v2", "linear")
+    dihedral: bool = _help("train on random flips / 90-degree rotations of each tile (same embedding)", False)
+
+    def __post_init__(self):
+        for key, value, allowed in (("space", self.space, SPACES), ("prediction", self.prediction, PREDICTIONS),
+                                    ("beta_schedule", self.beta_schedule, BETA_SCHEDULES)):
+            if value not in allowed:
+                raise ValueError(f"generator.{key} must be one of {'|'.join(allowed)}, got {value!r}")
+        if self.image_size < 8 or self.image_size % 8:
+            raise ValueError(f"generator.image_size must be a multiple of 8, got {self.image_size}")
+        if not 0 <= self.p_uncond < 1:
+            raise ValueError(f"generator.p_uncond must be in [0, 1), got {self.p_uncond}")
+        if self.n_tokens < 1:
+            raise ValueError(f"generator.n_tokens must be >= 1, got {self.n_tokens}")
+
+    def resolved_space(self) -> str:
+        if self.space != "auto":
+            return self.space
+        return "pixel" if self.image_size <= self.pixel_max_size else "latent"
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = _help("ddim | dpm++ | ddpm | euler | unipc (any diffusers scheduler through the pipeline API)",
+                      "dpm++")
+    steps: int = _help("denoising steps", 20)
+    guidance: float = _help("classifier-free guidance scale (1: no guidance)", 2.0)
+
+    def __post_init__(self):
+        if self.name not in SAMPLERS:
+            raise ValueError(f"sampler.name must be one of {'|'.join(SAMPLERS)}, got {self.name!r}")
+        if self.steps < 1:
+            raise ValueError(f"sampler.steps must be >= 1, got {self.steps}")
+        if self.guidance < 1:
+            raise ValueError(f"sampler.guidance must be >= 1, got {self.guidance}")
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    decay: float = _help("maximum EMA decay of the UNet and conditioner weights", 0.9999)
+    warmup: bool = _help("diffusers' EMA warm-up (decay grows as 1 - (1 + step)^-2/3)", True)
+
+
+@dataclass(frozen=True)
+class SampleGridConfig:
+    every: int = _help("epochs between sample grids (0: only at the end)", 1)
+    rows: int = _help("real tiles in the grid (one per row)", 4)
+    views: int = _help("views drawn from each row's embedding", 4)
+
+
+def interval(values: Tuple[float, float], name: str) -> Tuple[float, float]:
+    low, high = float(values[0]), float(values[1])
+    if not 0 <= low <= high <= 1:
+        raise ValueError(f"{name} must be [low, high] with 0 <= low <= high <= 1, got {list(values)}")
+    return low, high
+

@@ -1,0 +1,97 @@
+"""Configs of ``gensis stage2`` (E-LDM training), ``gensis generate`` and ``gensis assess``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional
+
+from omegaconf import MISSING
+
+from gensis.config.diffusion import GeneratorConfig, EMAConfig, SampleGridConfig, SamplerConfig, UNetConfig, interval
+from gensis.config.tile import _help
+from gensis.config.train import DataConfig, TrainerConfig
+
+
+@dataclass(frozen=True)
+class DiffusionOptimConfig:
+    epochs: int = _help("training epochs", 100)
+    lr: float = _help("AdamW learning rate (constant after warm-up)", 1e-4)
+    warmup_steps: int = _help("linear learning-rate warm-up steps", 500)
+    weight_decay: float = _help("AdamW weight decay", 0.01)
+    clip_grad: float = _help("global gradient-norm clip (0: off)", 1.0)
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    tiles: int = _help("tiles used to measure fidelity and diversity (0: no report)", 64)
+    views: int = _help("views drawn per tile for diversity", 4)
+    pairs: int = _help("tile pairs for the interpolation check", 4)
+    alphas: int = _help("alpha values in [0, 1] per pair", 6)
+
+    def __post_init__(self):
+        if self.tiles < 0 or self.views < 2 or self.pairs < 0 or self.alphas < 2:
+            raise ValueError("report needs tiles >= 0, views >= 2, pairs >= 0, alphas >= 2; got "
+                             f"{self.tiles}, {self.views}, {self.pairs}, {self.alphas}")
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    data: DataConfig = _help("training tiles", factory=DataConfig)
+    encoder: str = _help("stage-1 run dir (encoder.safetensors + encoder.json): the conditioning embeddings", MISSING)
+    out: str = _help("run directory", MISSING)
+    embeddings: Optional[str] = _help("embeddings.h5 of these tiles from `gensis embed` (else cached in out/)", None)
+    generator: GeneratorConfig = _help("what is drawn and how it is noised", factory=GeneratorConfig)
+    unet: UNetConfig = _help("the conditional UNet", factory=UNetConfig)
+    train: DiffusionOptimConfig = _help("optimisation (its own block: the DINO optim block does not apply)", factory=DiffusionOptimConfig)
+    ema: EMAConfig = _help("EMA of the weights (the exported model)", factory=EMAConfig)
+    sampler: SamplerConfig = _help("sampler of the sample grids and the report", factory=SamplerConfig)
+    samples: SampleGridConfig = _help("sample grids (samples/epoch_NNNN.png)", factory=SampleGridConfig)
+    report: ReportConfig = _help("fidelity / diversity / interpolation report at the end", factory=ReportConfig)
+    trainer: TrainerConfig = _help("Lightning trainer", factory=TrainerConfig)
+    resume: bool = _help("continue the run in out/ from its last checkpoint", False)
+    seed: int = _help("random seed", 0)
+    progress: bool = _help("show progress bars", True)
+
+
+@dataclass(frozen=True)
+class GenerateParams:
+    views_per_tile: int = _help("K generated views of every tile", 4)
+    interpolations: int = _help("M interpolated images (-1: as many as tiles)", -1)
+    alpha: List[float] = _help("range of alpha for interpolations, drawn uniformly", factory=lambda: [0.2, 0.8])
+    batch_size: int = _help("images drawn at once per device", 64)
+
+    def __post_init__(self):
+        if self.views_per_tile < 0 or self.interpolations < -1 or self.batch_size < 1:
+            raise ValueError("generate needs views_per_tile >= 0, interpolations >= -1, batch_size >= 1")
+        interval(self.alpha, "generate.alpha")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    diffusion: str = _help("stage-2 run dir (or its pipeline/ folder)", MISSING)
+    encoder: str = _help("stage-1 run dir: embeds the tiles the views are drawn from", MISSING)
+    data: DataConfig = _help("tiles to draw views of (the stage-3 training tiles)", factory=DataConfig)
+    out: str = _help("views.h5 to write", MISSING)
+    generate: GenerateParams = _help("how many views and interpolations", factory=GenerateParams)
+    sampler: SamplerConfig = _help("sampler, steps and guidance", factory=SamplerConfig)
+    trainer: TrainerConfig = _help("devices (several processes shard the work) and precision",
+                                   factory=TrainerConfig)
+    seed: int = _help("seed of the pairs, alphas and noise", 0)
+    progress: bool = _help("show a progress bar", True)
+
+
+@dataclass(frozen=True)
+class AssessConfig:
+    diffusion: str = _help("stage-2 run dir (or its pipeline/ folder)", MISSING)
+    encoder: str = _help("stage-1 run dir (the encoder the model is conditioned on)", MISSING)
+    data: DataConfig = _help("tiles to draw from", factory=DataConfig)
+    out: str = _help("folder for generation.json, generation.md and pictures", MISSING)
+    sampler: SamplerConfig = _help("sampler, steps and guidance", factory=SamplerConfig)
+    report: ReportConfig = _help("how many tiles, views, pairs and alphas", factory=ReportConfig)
+    trainer: TrainerConfig = _help("device and precision", factory=TrainerConfig)
+    seed: int = _help("seed of the tiles, noise and augmentations", 0)
+    progress: bool = _help("show progress bars", True)

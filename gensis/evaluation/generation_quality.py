@@ -1,0 +1,213 @@
+"""What a stage-2 model draws, measured in the stage-1 encoder's embedding space (``gensis assess``).
+
+- **Fidelity**: mean cosine between a tile's embedding e and the embedding of a view G(z, e)
+  drawn from it, beside an upper reference (a hand-augmented view of the same tile, the
+  stage-1 global-crop augmentations) and a floor (a random other tile).
+- **Diversity**: mean pairwise cosine distance among the K views of a tile, beside the same
+  for K hand-augmented views.
+- **Interpolation**: images drawn from slerp(e1, e2, alpha) for alpha in [0, 1] with fixed
+  noise; the cosine to source 1 should rise with alpha and the cosine to source 2 fall
+  (Spearman correlations, share of monotone pairs, a strip and a plot).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gensis.atomic import atomic_path, write_text
+from gensis.config.augment import AugmentConfig
+from gensis.config.diffusion import SamplerConfig
+from gensis.config.stage2 import AssessConfig, ReportConfig
+from gensis.data.augment import augmented_view, eval_transform
+from gensis.data.tile_source import open_tiles
+from gensis.diffusion.pipeline import EmbeddingDiffusionPipeline, load_pipeline
+from gensis.diffusion.slerp import slerp
+from gensis.errors import GensisError
+from gensis.evaluation.image_grid import save_png, tile_grid
+from gensis.models.backbone import encoder_hash, load_encoder
+
+
+@torch.no_grad()
+def embed_images(model, images, transform, device, batch_size: int = 64) -> np.ndarray:
+    """L2-normalised embeddings of uint8 (H, W, 3) images through ``transform``."""
+    out = []
+    for start in range(0, len(images), batch_size):
+        chunk = [transform(Image.fromarray(np.asarray(a))) for a in images[start:start + batch_size]]
+        out.append(torch.nn.functional.normalize(model(torch.stack(chunk).to(device)).float(), dim=-1).cpu())
+    return torch.cat(out).numpy()
+
+
+def draw(pipe: EmbeddingDiffusionPipeline, embeddings: np.ndarray, seeds, sampler: SamplerConfig,
+         batch_size: int) -> np.ndarray:
+    """uint8 images drawn from ``embeddings`` (one seed each), in batches."""
+    device = pipe.unet.device
+    images = []
+    for start in range(0, len(embeddings), batch_size):
+        e = torch.as_tensor(embeddings[start:start + batch_size])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            images.append(pipe(e, sampler.steps, sampler.guidance, seeds=list(seeds[start:start + batch_size]),
+                               output_type="uint8").images)
+    return np.concatenate(images)
+
+
+def mean_pairwise_distance(views: np.ndarray) -> float:
+    """Mean 1 - cosine over the pairs of each row's K unit vectors (views: T x K x D), averaged over rows."""
+    k = views.shape[1]
+    sims = np.einsum("tkd,tld->tkl", views, views)
+    upper = np.triu_indices(k, 1)
+    return float((1 - sims[:, upper[0], upper[1]]).mean())
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    value = spearmanr(x, y).statistic
+    return float(value) if np.isfinite(value) else 0.0
+
+
+def assess_generator(diffusion: str | Path, encoder: str | Path, data_path: str, out: str | Path,
+                     sampler: SamplerConfig, report: ReportConfig, seed: int = 0, device=None,
+                     batch_size: int = 32, progress: bool = True) -> dict:
+    """Measure fidelity, diversity and interpolation; write ``generation.json``, ``generation.md``,
+    ``views.png`` and ``interpolation.png`` into ``out``. Returns the metrics."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(out)
+    pipe, info = load_pipeline(diffusion, sampler.name)
+    pipe.to(device)
+    model, spec = load_encoder(encoder)
+    model = model.to(device)
+    if info.get("encoder_sha256") and info["encoder_sha256"] != encoder_hash(encoder):
+        raise GensisError(f"diffusion={diffusion} was trained on another encoder's embeddings than encoder={encoder}")
+    tiles = open_tiles(data_path)
+    rng = np.random.default_rng(seed)
+    n = min(report.tiles, len(tiles))
+    if n < 2:
+        raise GensisError(f"data.path={data_path}: assessing needs at least 2 tiles, got {len(tiles)}")
+    picked = rng.choice(len(tiles), n, replace=False)
+    real = [tiles[int(i)]["image"] for i in picked]
+    plain = eval_transform(spec.img_size, spec.mean, spec.std)
+    e = embed_images(model, real, plain, device, batch_size)
+    k = report.views
+    torch.manual_seed(seed)
+    augment = augmented_view(spec.img_size, (0.4, 1.0), AugmentConfig(), 0.5, 0.0, spec.mean, spec.std)
+    augmented = embed_images(model, [a for a in real for _ in range(k)], augment, device, batch_size).reshape(n, k, -1)
+    views = draw(pipe, np.repeat(e, k, axis=0), np.arange(n * k) + seed * 1_000_003, sampler, batch_size)
+    generated = embed_images(model, views, plain, device, batch_size).reshape(n, k, -1)
+    others = (np.arange(n) + rng.integers(1, n, size=n)) % n       # a random other tile for each
+    metrics = {
+        "fidelity": float(np.einsum("td,tkd->tk", e, generated).mean()),
+        "fidelity_augmented": float(np.einsum("td,tkd->tk", e, augmented).mean()),
+        "fidelity_floor": float((e * e[others]).sum(-1).mean()),
+        "diversity": mean_pairwise_distance(generated),
+        "diversity_augmented": mean_pairwise_distance(augmented),
+    }
+    metrics["fidelity_midpoint"] = (metrics["fidelity_augmented"] + metrics["fidelity_floor"]) / 2
+    metrics["fidelity_above_midpoint"] = metrics["fidelity"] > metrics["fidelity_midpoint"]
+    metrics.update(interpolation_check(pipe, model, plain, e, real, report, sampler, rng, device, batch_size, out))
+    metrics.update({"tiles": n, "views": k, "sampler": sampler.name, "steps": sampler.steps,
+                    "guidance": sampler.guidance, "image_size": pipe.image_size, "seed": seed})
+    save_png(tile_grid([[np.asarray(Image.fromarray(r).resize(views.shape[1:3][::-1])), *views[i * k:(i + 1) * k]]
+                        for i, r in enumerate(real[:8])]), out / "views.png")
+    with atomic_path(out / "generation.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
+    write_text(out / "generation.md", markdown_report(metrics, diffusion, encoder))
+    if progress:
+        print(f"fidelity {metrics['fidelity']:.3f} (hand-augmented {metrics['fidelity_augmented']:.3f}, random tile "
+              f"{metrics['fidelity_floor']:.3f}); diversity {metrics['diversity']:.3f} (hand-augmented "
+              f"{metrics['diversity_augmented']:.3f}) -> {out / 'generation.md'}")
+    return metrics
+
+
+def interpolation_check(pipe, model, transform, e, real, report: ReportConfig, sampler, rng, device, batch_size,
+                        out: Path) -> dict:
+    """Draw P pairs along alpha in [0, 1] (one noise seed per pair); cosine of each image to both sources."""
+    n, p = len(e), min(report.pairs, len(e) // 2)
+    if p == 0:
+        return {}
+    order = rng.permutation(n)
+    pairs = order[:2 * p].reshape(p, 2)
+    alphas = np.linspace(0.0, 1.0, report.alphas)
+    e1, e2 = e[pairs[:, 0]].repeat(len(alphas), 0), e[pairs[:, 1]].repeat(len(alphas), 0)
+    mixed = slerp(torch.from_numpy(e1), torch.from_numpy(e2), torch.from_numpy(np.tile(alphas, p)).float()).numpy()
+    seeds = np.repeat(rng.integers(0, 2**31 - 1, size=p), len(alphas))
+    images = draw(pipe, mixed, seeds, sampler, batch_size)
+    embedded = embed_images(model, images, transform, device, batch_size).reshape(p, len(alphas), -1)
+    to1 = np.einsum("pad,pd->pa", embedded, e[pairs[:, 0]])
+    to2 = np.einsum("pad,pd->pa", embedded, e[pairs[:, 1]])
+    rho1 = [spearman(alphas, row) for row in to1]
+    rho2 = [spearman(alphas, row) for row in to2]
+    monotone = [bool(np.all(np.diff(a - b) >= -1e-6)) for a, b in zip(to1, to2)]
+    size = images.shape[1:3][::-1]
+    strips = [[np.asarray(Image.fromarray(real[b]).resize(size)), *images[i * len(alphas):(i + 1) * len(alphas)][::-1],
+               np.asarray(Image.fromarray(real[a]).resize(size))] for i, (a, b) in enumerate(pairs)]
+    plot_interpolation(tile_grid(strips), alphas, to1, to2, out / "interpolation.png")
+    return {"interpolation_pairs": p, "interpolation_spearman_source1": float(np.mean(rho1)),
+            "interpolation_spearman_source2": float(np.mean(rho2)),
+            "interpolation_monotone_fraction": float(np.mean(monotone)),
+            "interpolation_alphas": alphas.tolist(), "interpolation_cosine_source1": to1.mean(0).tolist(),
+            "interpolation_cosine_source2": to2.mean(0).tolist()}
+
+
+def plot_interpolation(strip: Image.Image, alphas, to1, to2, path: Path) -> None:
+    """The strips (source 2, alpha 0 -> 1, source 1 per row) above cosine-vs-alpha curves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 3 + 0.9 * len(to1) + 3),
+                                      gridspec_kw={"height_ratios": [0.9 * len(to1) + 0.6, 3]})
+    top.imshow(strip)
+    top.set_title("source 2 | alpha = 0 ... 1 | source 1")
+    top.axis("off")
+    for a, b in zip(to1, to2):
+        bottom.plot(alphas, a, color="tab:blue", alpha=0.35)
+        bottom.plot(alphas, b, color="tab:orange", alpha=0.35)
+    bottom.plot(alphas, to1.mean(0), color="tab:blue", lw=2.5, label="cosine to source 1")
+    bottom.plot(alphas, to2.mean(0), color="tab:orange", lw=2.5, label="cosine to source 2")
+    bottom.set_xlabel("alpha (weight of source 1)")
+    bottom.set_ylabel("cosine of the drawn image's embedding")
+    bottom.legend()
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def markdown_report(m: dict, diffusion, encoder) -> str:
+    verdict = "above" if m["fidelity_above_midpoint"] else "below"
+    lines = [
+        "# What the stage-2 model draws", "",
+        f"- diffusion: `{diffusion}`", f"- encoder: `{encoder}`",
+        f"- {m['tiles']} tiles, {m['views']} views each, sampler {m['sampler']} {m['steps']} steps, "
+        f"guidance {m['guidance']}, {m['image_size']} px", "",
+        "| | generated views | hand-augmented views | random other tile |", "|---|---|---|---|",
+        f"| fidelity (cosine to the tile's embedding) | {m['fidelity']:.3f} | {m['fidelity_augmented']:.3f} | "
+        f"{m['fidelity_floor']:.3f} |",
+        f"| diversity (mean pairwise cosine distance) | {m['diversity']:.3f} | {m['diversity_augmented']:.3f} | |", "",
+        f"Fidelity is {verdict} the midpoint ({m['fidelity_midpoint']:.3f}) between the floor and the "
+        "hand-augmented reference.", "", "![views](views.png)", ""]
+    if "interpolation_pairs" in m:
+        lines += [
+            "## Interpolation", "",
+            f"{m['interpolation_pairs']} pairs; Spearman correlation of alpha with the cosine to source 1: "
+            f"{m['interpolation_spearman_source1']:.2f}, to source 2: {m['interpolation_spearman_source2']:.2f}; "
+            f"monotone pairs: {m['interpolation_monotone_fraction']:.0%}.", "", "![interpolation](interpolation.png)",
+            ""]
+    return "\n".join(lines)
+
+
+def run(cfg: AssessConfig) -> int:
+    if not cfg.data.path:
+        raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
+    from gensis.evaluation.embed_run import pick_device
+
+    assess_generator(cfg.diffusion, cfg.encoder, cfg.data.path, cfg.out, cfg.sampler, cfg.report, seed=cfg.seed,
+                     device=pick_device(cfg.trainer), batch_size=cfg.data.batch_size, progress=cfg.progress)
+    return 0

@@ -1,0 +1,31 @@
+"""The Lightning ``Trainer`` every training stage runs in: loggers, resumable checkpoint, devices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+from gensis.config.train import TrainerConfig
+from gensis.training.run_dir import session_log_dir
+
+
+def make_trainer(t: TrainerConfig, out: Path, callbacks: list, epochs: int, progress: bool,
+                 gradient_clip_val: float | None = None) -> L.Trainer:
+    """CSV log per launch (``logs/session_N``), TensorBoard, ``checkpoints/last.ckpt`` every epoch."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    loggers = [CSVLogger(save_dir=str(out), name="logs", version=session_log_dir(out))]
+    try:
+        loggers.append(TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False))
+    except ModuleNotFoundError:
+        pass
+    checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, every_n_epochs=1,
+                                 save_top_k=0, save_on_train_epoch_end=True, enable_version_counter=False)
+    return L.Trainer(default_root_dir=str(out), accelerator=t.accelerator, devices=t.resolved_devices(),
+                     num_nodes=t.num_nodes, strategy=t.strategy, precision=t.resolved_precision(),
+                     max_epochs=epochs, max_steps=t.max_steps, logger=loggers,
+                     callbacks=[checkpoint, *callbacks], log_every_n_steps=t.log_every_n_steps,
+                     enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+                     use_distributed_sampler=True, deterministic=False, gradient_clip_val=gradient_clip_val)

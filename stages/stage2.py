@@ -1,0 +1,262 @@
+"""Stage 2: the embedding-conditioned diffusion model, E-LDM (METHOD.md stage 2).
+
+A diffusers ``UNet2DConditionModel`` learns p(tile | e) where e is the frozen stage-1
+embedding of that tile: e is L2-normalised and projected to cross-attention tokens, and
+replaced by a learned null embedding with probability ``p_uncond`` so that classifier-free
+guidance works. DDPM training (epsilon or v prediction) in pixel space for small tiles, in
+an ``AutoencoderKL``'s latent space for large ones. The EMA of the weights (diffusers
+``EMAModel``) is what gets exported, as an :class:`EmbeddingDiffusionPipeline` folder.
+Embeddings are computed once and cached in ``out/embeddings.h5``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers.training_utils import EMAModel
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from gensis.atomic import atomic_path
+from gensis.config.stage2 import Stage2Config
+from gensis.data.conditioned_tiles import open_conditioned_tiles
+from gensis.data.embeddings_store import read_embeddings
+from gensis.data.tile_source import open_tiles
+from gensis.diffusion.pipeline import EmbeddingDiffusionPipeline, make_scheduler
+from gensis.errors import GensisError
+from gensis.evaluation.embed_run import embed_tiles, pick_device
+from gensis.evaluation.image_grid import save_png, tile_grid
+from gensis.models.backbone import encoder_hash, load_encoder
+from gensis.models.conditional_unet import build_unet
+from gensis.models.embedding_conditioner import EmbeddingConditioner
+from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
+from gensis.training.trainer import make_trainer
+
+
+def load_vae(cfg: Stage2Config) -> AutoencoderKL | None:
+    """The frozen autoencoder of latent space, or None in pixel space."""
+    if cfg.generator.resolved_space() == "pixel":
+        return None
+    if not cfg.generator.vae:
+        raise GensisError(f"generator.image_size={cfg.generator.image_size} draws in latent space: give "
+                          f"generator.vae=<local diffusers AutoencoderKL folder>, or generator.space=pixel")
+    try:
+        vae = AutoencoderKL.from_pretrained(cfg.generator.vae)
+    except (OSError, ValueError, EnvironmentError) as err:
+        raise GensisError(f"generator.vae={cfg.generator.vae}: not a diffusers AutoencoderKL folder ({err})") from None
+    return vae.eval().requires_grad_(False)
+
+
+def vae_factor(vae: AutoencoderKL) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+class DiffusionModule(L.LightningModule):
+    def __init__(self, cfg: Stage2Config, embed_dim: int, vae: AutoencoderKL | None = None):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.generator
+        self._vae = [vae]  # frozen and not ours to checkpoint: kept out of the module's state
+        if vae is not None:
+            if d.image_size % vae_factor(vae):
+                raise GensisError(f"generator.image_size={d.image_size} is not divisible by the autoencoder's "
+                                  f"downsampling factor {vae_factor(vae)}")
+            sample_size, channels = d.image_size // vae_factor(vae), vae.config.latent_channels
+        else:
+            sample_size, channels = d.image_size, 3
+        self.unet = build_unet(cfg.unet, sample_size, channels)
+        self.conditioner = EmbeddingConditioner(embed_dim, cfg.unet.cross_attention_dim, d.n_tokens, d.p_uncond)
+        self.noise_scheduler = DDPMScheduler(num_train_timesteps=d.train_timesteps, beta_schedule=d.beta_schedule,
+                                             prediction_type=d.prediction, clip_sample=vae is None)
+        self.ema = EMAModel(self.trainable_parameters(), decay=cfg.ema.decay, use_ema_warmup=cfg.ema.warmup,
+                            power=2 / 3)
+
+    @property
+    def vae(self) -> AutoencoderKL | None:
+        return self._vae[0]
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.unet.parameters(), *self.conditioner.parameters()]
+
+    def on_train_start(self):
+        self.ema.to(self.device)
+        if self.vae is not None:
+            self.vae.to(self.device)
+
+    @torch.no_grad()
+    def to_model_space(self, images: torch.Tensor) -> torch.Tensor:
+        """Tiles in [-1, 1] -> what the UNet denoises (the tiles themselves, or scaled latents)."""
+        if self.vae is None:
+            return images
+        latents = self.vae.encode(images.to(self.vae.dtype)).latent_dist.sample()
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return (latents - shift) * self.vae.config.scaling_factor
+
+    def training_step(self, batch, batch_idx):
+        x0 = self.to_model_space(batch["image"])
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        noisy = self.noise_scheduler.add_noise(x0, noise, t)
+        tokens = self.conditioner(batch["embedding"])
+        prediction = self.unet(noisy, t, encoder_hidden_states=tokens.to(noisy.dtype)).sample
+        target = noise if self.cfg.generator.prediction == "epsilon" else self.noise_scheduler.get_velocity(x0, noise, t)
+        loss = F.mse_loss(prediction.float(), target.float())
+        if not torch.isfinite(loss):
+            raise GensisError(f"diffusion loss is {loss.item()} at step {self.global_step}; lower train.lr or check data")
+        self.log_dict({"train/loss": loss, "train/lr": self.optimizers().param_groups[0]["lr"]},
+                      on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.ema.step(self.trainable_parameters())
+        self.log("train/ema_decay", float(self.ema.cur_decay_value or 0.0), on_step=True, on_epoch=False)
+
+    def configure_optimizers(self):
+        o = self.cfg.train
+        optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, weight_decay=o.weight_decay)
+        warmup = max(1, o.warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint):
+        if "ema" not in checkpoint:
+            raise GensisError("the checkpoint has no EMA weights; it was not written by gensis stage2")
+        self.ema.load_state_dict(checkpoint["ema"])
+
+    def ema_pipeline(self, sampler: str | None = None) -> EmbeddingDiffusionPipeline:
+        """A pipeline on copies of the UNet and conditioner holding the EMA weights."""
+        unet, conditioner = copy.deepcopy(self.unet), copy.deepcopy(self.conditioner)
+        self.ema.copy_to([*unet.parameters(), *conditioner.parameters()])
+        scheduler = (make_scheduler(sampler, self.noise_scheduler.config) if sampler
+                     else DDPMScheduler.from_config(self.noise_scheduler.config))
+        pipe = EmbeddingDiffusionPipeline(unet.eval(), scheduler, conditioner.eval(), self.vae)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+
+def export_pipeline(module: DiffusionModule, out: Path, info: dict) -> Path:
+    """``out/pipeline``: the EMA model as a diffusers pipeline folder (atomic), with ``gensis.json``."""
+    pipe = module.ema_pipeline()
+    target = out / "pipeline"
+    with atomic_path(target) as tmp:
+        pipe.save_pretrained(tmp)
+        (tmp / "gensis.json").write_text(json.dumps({**info, "global_step": module.global_step}, indent=2))
+    return target
+
+
+class PipelineExport(L.Callback):
+    """After every epoch (rank 0): the EMA pipeline folder and ``metrics.csv``."""
+
+    def __init__(self, info: dict):
+        self.info = info
+
+    def on_train_epoch_end(self, trainer, module):
+        if trainer.is_global_zero:
+            export_pipeline(module, Path(trainer.default_root_dir), self.info)
+            for logger in trainer.loggers:
+                logger.save()
+            merge_metrics(Path(trainer.default_root_dir))
+
+
+class SampleGrid(L.Callback):
+    """``samples/epoch_NNNN.png`` every ``every`` epochs and at the end (rank 0): each row a real tile, then
+    ``views`` tiles drawn from its embedding by the EMA model (fixed seeds, so grids compare across epochs)."""
+
+    def __init__(self, cfg: Stage2Config, real: list[np.ndarray], embeddings: np.ndarray):
+        self.cfg, self.real, self.embeddings = cfg, real, embeddings
+
+    def on_train_epoch_end(self, trainer, module):
+        epoch, every = trainer.current_epoch + 1, self.cfg.samples.every
+        last = epoch == trainer.max_epochs or (0 < trainer.max_steps <= trainer.global_step)
+        if not trainer.is_global_zero or not (last or (every and epoch % every == 0)):
+            return
+        s, k = self.cfg.sampler, self.cfg.samples.views
+        pipe = module.ema_pipeline(s.name)
+        embeddings = torch.from_numpy(np.repeat(self.embeddings, k, axis=0))
+        with torch.autocast(module.device.type, dtype=torch.bfloat16, enabled=module.device.type == "cuda"):
+            views = pipe(embeddings, s.steps, s.guidance, seeds=list(range(len(embeddings))),
+                         output_type="uint8").images
+        rows = [[real, *views[i * k:(i + 1) * k]] for i, real in enumerate(self.real)]
+        save_png(tile_grid(rows), Path(trainer.default_root_dir) / "samples" / f"epoch_{epoch:04d}.png")
+
+
+def cache_embeddings(cfg: Stage2Config, out: Path) -> Path:
+    """The tiles' embeddings: ``embeddings=`` if given, else computed once into ``out/embeddings.h5``."""
+    if cfg.embeddings:
+        return Path(cfg.embeddings)
+    path = out / "embeddings.h5"
+    if rank_zero_only.rank == 0:
+        device = pick_device(cfg.trainer)
+        embed_tiles(cfg.encoder, cfg.data.path, path, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
+                    device=device, bf16=device.type == "cuda", progress=cfg.progress)
+    else:  # processes launched together (SLURM, torchrun): wait for the first one to write the cache
+        deadline = time.time() + 3600
+        while not path.is_file():
+            if time.time() > deadline:
+                raise GensisError(f"{path} did not appear within an hour; did rank 0 fail?")
+            time.sleep(5)
+    return path
+
+
+def run(cfg: Stage2Config) -> int:
+    if not cfg.data.path:
+        raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
+    _, spec = load_encoder(cfg.encoder)
+    vae = load_vae(cfg)
+    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    embeddings_path = cache_embeddings(cfg, out)
+    embeddings, keys, attrs = read_embeddings(embeddings_path)
+    weights_hash = encoder_hash(cfg.encoder)
+    if attrs.get("encoder") != weights_hash:
+        raise GensisError(f"embeddings={embeddings_path} were made by another encoder than encoder={cfg.encoder}; "
+                          f"embed the tiles with this encoder or leave embeddings= unset")
+    dataset = open_conditioned_tiles(cfg.data.path, cfg.generator.image_size, embeddings, keys, cfg.generator.dihedral)
+    info = {"encoder": str(Path(cfg.encoder).resolve()), "encoder_sha256": weights_hash, "embed_dim": spec.embed_dim,
+            "image_size": cfg.generator.image_size, "space": cfg.generator.resolved_space(),
+            "tiles": str(cfg.data.path), "n_tiles": len(dataset)}
+    rows = np.random.default_rng(cfg.seed).choice(len(dataset), min(cfg.samples.rows, len(dataset)), replace=False)
+    plain = open_tiles(cfg.data.path)
+    real = [np.asarray(_resize(plain[int(i)]["image"], cfg.generator.image_size)) for i in rows]
+    callbacks = [PipelineExport(info), SampleGrid(cfg, real, embeddings[rows])]
+    trainer = make_trainer(cfg.trainer, out, callbacks, epochs=cfg.train.epochs, progress=cfg.progress,
+                           gradient_clip_val=cfg.train.clip_grad or None)
+    if len(dataset) < cfg.data.batch_size * trainer.world_size:
+        raise GensisError(f"data.path={cfg.data.path}: {len(dataset)} tiles, fewer than one batch "
+                          f"({cfg.data.batch_size} x {trainer.world_size} devices); lower data.batch_size")
+    module = DiffusionModule(cfg, spec.embed_dim, vae)
+    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
+                        num_workers=cfg.data.workers, persistent_workers=cfg.data.workers > 0,
+                        pin_memory=torch.cuda.is_available())
+    trainer.fit(module, loader, ckpt_path=str(ckpt) if ckpt else None)
+    if trainer.is_global_zero:
+        pipeline = export_pipeline(module, out, info)
+        merge_metrics(out)
+        plot_metrics(out / "metrics.csv", out / "loss.png", ("train/loss", "train/lr"), title="stage 2 (E-LDM)")
+        print(f"stage 2 done: {trainer.global_step} steps -> {out} (pipeline/, samples/, checkpoints/last.ckpt, "
+              f"metrics.csv, loss.png)")
+        if cfg.report.tiles:
+            from gensis.evaluation.generation_quality import assess_generator
+
+            device = module.device
+            assess_generator(pipeline, cfg.encoder, cfg.data.path, out / "report", cfg.sampler, cfg.report,
+                             seed=cfg.seed, device=device, batch_size=cfg.data.batch_size, progress=cfg.progress)
+    return 0
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))

@@ -1,0 +1,214 @@
+"""Stage 2 at experiment=tiny on real tiles: the pipeline, training with EMA and resume, generate, assess."""
+
+import csv
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from diffusers import DDPMScheduler
+
+from gensis.config.diffusion import SamplerConfig, UNetConfig
+from gensis.config.stage2 import GenerateConfig, GenerateParams
+from gensis.config.train import DataConfig, TrainerConfig
+from gensis.diffusion import generate_run
+from gensis.diffusion.pipeline import (
+    EmbeddingDiffusionPipeline,
+    load_pipeline,
+    make_scheduler,
+)
+from gensis.evaluation.generation_quality import mean_pairwise_distance
+from gensis.models.conditional_unet import build_unet
+from gensis.models.embedding_conditioner import EmbeddingConditioner
+from tests.conftest import run_cli
+
+
+def tiny_pipeline(seed=0):
+    torch.manual_seed(seed)
+    unet = build_unet(UNetConfig(channels=[16, 32], attention=[False, True], layers_per_block=1, head_dim=16,
+                                 cross_attention_dim=32, norm_groups=8), 16, 3)
+    pipe = EmbeddingDiffusionPipeline(unet, make_scheduler("ddim", DDPMScheduler().config), EmbeddingConditioner(8, 32))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_pipeline_save_load_round_trip_gives_identical_images(tmp_path):
+    pipe = tiny_pipeline()
+    e = torch.randn(3, 8)
+    before = pipe(e, num_inference_steps=3, guidance_scale=2.0, seeds=[5, 6, 7], output_type="uint8").images
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded, _ = load_pipeline(tmp_path / "pipe")
+    after = loaded(e, num_inference_steps=3, guidance_scale=2.0, seeds=[5, 6, 7], output_type="uint8").images
+    assert before.shape == (3, 16, 16, 3) and before.dtype == np.uint8
+    np.testing.assert_array_equal(before, after)
+    alone = loaded(e[1:2], num_inference_steps=3, guidance_scale=2.0, seeds=[6], output_type="uint8").images
+    np.testing.assert_array_equal(alone[0], after[1])          # an image does not depend on its batch
+    other_seed = loaded(e[1:2], num_inference_steps=3, guidance_scale=2.0, seeds=[60], output_type="uint8").images
+    assert not np.array_equal(other_seed[0], after[1])
+
+
+def test_any_diffusers_scheduler_and_guidance(tmp_path):
+    pipe = tiny_pipeline()
+    e = torch.randn(2, 8)
+    for name in ("ddim", "dpm++", "euler", "unipc", "ddpm"):
+        pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
+        images = pipe(e, num_inference_steps=4, guidance_scale=1.0, seeds=[0, 1], output_type="np").images
+        assert images.shape == (2, 16, 16, 3) and 0 <= images.min() and images.max() <= 1
+    pipe.scheduler = make_scheduler("ddim", pipe.scheduler.config)
+    plain = pipe(e, 3, guidance_scale=1.0, seeds=[0, 1], output_type="pt").images
+    guided = pipe(e, 3, guidance_scale=3.0, seeds=[0, 1], output_type="pt").images
+    assert not torch.equal(plain, guided)        # the null-embedding branch changes the draw
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_scheduler("plms", pipe.scheduler.config)
+
+
+def test_mean_pairwise_distance_of_known_vectors():
+    same = np.tile(np.array([1.0, 0.0]), (1, 3, 1))                     # 1 tile, 3 identical views
+    orthogonal = np.array([[[1.0, 0.0], [0.0, 1.0]]])
+    assert mean_pairwise_distance(same) == pytest.approx(0.0)
+    assert mean_pairwise_distance(orthogonal) == pytest.approx(1.0)
+
+
+@pytest.fixture(scope="module")
+def encoder_run(lung_tiles, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s1") / "s1"
+    result = run_cli("stage1", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def stage2_run(lung_tiles, encoder_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s2") / "s2"
+    result = run_cli("stage2", f"data.path={lung_tiles}", f"encoder={encoder_run}", f"out={out}", "experiment=tiny",
+                     "train.epochs=3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def losses(run):
+    return [float(r["train/loss"]) for r in csv.DictReader(open(run / "metrics.csv")) if r.get("train/loss")]
+
+
+def test_stage2_writes_a_loadable_pipeline_and_lowers_its_loss(stage2_run, encoder_run):
+    for name in ("config.yaml", "checkpoints/last.ckpt", "embeddings.h5", "metrics.csv", "loss.png",
+                 "samples/epoch_0003.png", "report/generation.json", "report/generation.md", "report/views.png",
+                 "report/interpolation.png", "pipeline/model_index.json", "pipeline/gensis.json"):
+        assert (stage2_run / name).is_file(), name
+    values = losses(stage2_run)
+    assert len(values) == 12 and np.mean(values[-4:]) < np.mean(values[:4])
+    pipe, info = load_pipeline(stage2_run, "ddim")
+    assert info["encoder_sha256"] == json.loads((encoder_run / "encoder.json").read_text())["sha256"]
+    assert pipe.image_size == 16 and pipe.conditioner.config.embed_dim == 64
+    report = json.loads((stage2_run / "report" / "generation.json").read_text())
+    for key in ("fidelity", "fidelity_augmented", "fidelity_floor", "diversity", "diversity_augmented",
+                "interpolation_spearman_source1", "interpolation_monotone_fraction"):
+        assert -1.0 <= report[key] <= 2.0, key
+
+
+def test_stage2_resume_continues_its_ema(stage2_run, tmp_path):
+    out = tmp_path / "s2"
+    shutil.copytree(stage2_run, out)
+    before = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert before["ema"]["optimization_step"] == before["global_step"] == 12
+    config = out / "config.yaml"
+    data_path = [line.split(": ", 1)[1] for line in config.read_text().splitlines() if line.startswith("  path:")][0]
+    encoder = [line.split(": ", 1)[1] for line in config.read_text().splitlines() if line.startswith("encoder:")][0]
+    refused = run_cli("stage2", f"data.path={data_path}", f"encoder={encoder}", f"out={out}", "experiment=tiny")
+    assert refused.returncode == 2 and "resume=true" in refused.stderr
+    result = run_cli("stage2", f"data.path={data_path}", f"encoder={encoder}", f"out={out}", "experiment=tiny",
+                     "train.epochs=4", "resume=true", "report.tiles=0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    after = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert after["global_step"] == 16 and after["ema"]["optimization_step"] == 16   # not restarted at 0
+    steps = [int(r["step"]) for r in csv.DictReader(open(out / "metrics.csv")) if r.get("train/loss")]
+    assert steps == list(range(16))
+    pipe, _ = load_pipeline(out)                                 # the export holds the EMA weights
+    exported = [*pipe.unet.parameters(), *pipe.conditioner.parameters()]
+    for saved, param in zip(after["ema"]["shadow_params"], exported):
+        torch.testing.assert_close(saved, param.detach())
+
+
+def generate_cfg(stage2_run, encoder_run, tiles, out, **generate):
+    params = {"views_per_tile": 2, "interpolations": 5, "batch_size": 4, **generate}
+    return GenerateConfig(diffusion=str(stage2_run), encoder=str(encoder_run),
+                          data=DataConfig(path=str(tiles), batch_size=16, workers=0), out=str(out),
+                          generate=GenerateParams(**params), sampler=SamplerConfig("ddim", 2, 2.0),
+                          trainer=TrainerConfig(accelerator="cpu", devices="1"), progress=False)
+
+
+def read_views(path):
+    with h5py.File(path, "r") as f:
+        return {"generated": f["generated"][:], "interp": f["interp/images"][:], "pairs": f["interp/pairs"][:],
+                "alpha": f["interp/alpha"][:], "keys": [k.decode() for k in f["keys"][:]], "attrs": dict(f.attrs)}
+
+
+def test_generate_writes_the_views_store_and_resumes_after_a_kill(stage2_run, encoder_run, lung_tiles, tmp_path,
+                                                                  monkeypatch):
+    from gensis.data.tile_source import open_tiles
+
+    whole = tmp_path / "whole" / "views.h5"
+    assert generate_run.run(generate_cfg(stage2_run, encoder_run, lung_tiles, whole)) == 0
+    views = read_views(whole)
+    keys = open_tiles(lung_tiles).keys
+    assert views["generated"].shape == (36, 2, 16, 16, 3) and views["interp"].shape == (5, 16, 16, 3)
+    assert views["keys"] == keys
+    assert (views["pairs"][:, 0] != views["pairs"][:, 1]).all() and views["pairs"].max() < 36
+    assert ((0.2 <= views["alpha"]) & (views["alpha"] <= 0.8)).all()
+    for key in ("encoder", "diffusion", "sampler", "steps", "guidance_scale", "seed"):
+        assert key in views["attrs"], key
+    assert views["generated"].std() > 0 and not np.array_equal(views["generated"][0, 0], views["generated"][0, 1])
+
+    killed = tmp_path / "killed" / "views.h5"
+    calls = {"n": 0}
+    original = EmbeddingDiffusionPipeline.__call__
+
+    def dies_on_the_fourth_batch(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddingDiffusionPipeline, "__call__", dies_on_the_fourth_batch)
+    with pytest.raises(KeyboardInterrupt):
+        generate_run.run(generate_cfg(stage2_run, encoder_run, lung_tiles, killed))
+    assert not killed.exists()                                  # no half-made views.h5
+    calls["n"] = -1000
+    assert generate_run.run(generate_cfg(stage2_run, encoder_run, lung_tiles, killed)) == 0
+    assert calls["n"] == -1000 + 20 - 3                          # 20 batches, 3 kept from the killed run
+    resumed = read_views(killed)
+    np.testing.assert_array_equal(resumed["generated"], views["generated"])
+    np.testing.assert_array_equal(resumed["interp"], views["interp"])
+    assert not list(killed.parent.glob("*.part*"))
+    calls["n"] = -1000
+    assert generate_run.run(generate_cfg(stage2_run, encoder_run, lung_tiles, killed)) == 0
+    assert calls["n"] == -1000                                   # finished: nothing drawn again
+
+
+def test_generate_on_two_processes_equals_one(stage2_run, encoder_run, lung_tiles, tmp_path):
+    outputs = []
+    for name, extra in (("one", []), ("two", ["trainer.devices=2", "trainer.strategy=ddp"])):
+        out = tmp_path / name / "views.h5"
+        result = run_cli("generate", f"diffusion={stage2_run}", f"encoder={encoder_run}", f"data.path={lung_tiles}",
+                         f"out={out}", "experiment=tiny", "trainer.accelerator=cpu", *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs.append(read_views(out))
+    one, two = outputs
+    for key in ("pairs", "alpha"):
+        np.testing.assert_array_equal(one[key], two[key])     # the same plan
+    assert one["keys"] == two["keys"]
+    for key in ("generated", "interp"):                       # the same images, up to float rounding under
+        diff = np.abs(one[key].astype(int) - two[key].astype(int))  # another thread count per process
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, key
+
+
+def test_generate_refuses_an_encoder_the_model_was_not_trained_on(stage2_run, encoder_run, lung_tiles, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(encoder_run, other)
+    info = json.loads((other / "encoder.json").read_text())
+    (other / "encoder.json").write_text(json.dumps({**info, "sha256": "0123456789abcdef"}))   # another encoder
+    result = run_cli("generate", f"diffusion={stage2_run}", f"encoder={other}", f"data.path={lung_tiles}",
+                     f"out={tmp_path / 'views.h5'}", "experiment=tiny")
+    assert result.returncode == 2 and "another encoder" in result.stderr and "Traceback" not in result.stderr
