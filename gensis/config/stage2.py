@@ -7,7 +7,14 @@ from typing import List, Optional
 
 from omegaconf import MISSING
 
-from gensis.config.diffusion import GeneratorConfig, EMAConfig, SampleGridConfig, SamplerConfig, UNetConfig, interval
+from gensis.config.diffusion import (
+    EMAConfig,
+    GeneratorConfig,
+    SampleGridConfig,
+    SamplerConfig,
+    UNetConfig,
+    interval,
+)
 from gensis.config.tile import _help
 from gensis.config.train import DataConfig, TrainerConfig
 

@@ -17,7 +17,14 @@ import torch
 
 from gensis.config.stage2 import GenerateConfig
 from gensis.data.embeddings_store import read_embeddings
-from gensis.data.views_store import ViewsPart, ViewsPlan, join_parts, keys_sha, part_path, views_plan_of
+from gensis.data.views_store import (
+    ViewsPart,
+    ViewsPlan,
+    join_parts,
+    keys_sha,
+    part_path,
+    views_plan_of,
+)
 from gensis.diffusion.pipeline import load_pipeline
 from gensis.diffusion.slerp import slerp
 from gensis.errors import GensisError

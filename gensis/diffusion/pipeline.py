@@ -22,8 +22,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from diffusers import (DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler,
-                       EulerDiscreteScheduler, ImagePipelineOutput, UniPCMultistepScheduler)
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    ImagePipelineOutput,
+    UniPCMultistepScheduler,
+)
 
 from gensis.errors import GensisError
 from gensis.models.embedding_conditioner import EmbeddingConditioner
