@@ -92,6 +92,8 @@ COMMANDS = {
                     "gensis.config.features:EvalConfig", "gensis.evaluation.eval_run:run"),
     "stage2": Command("stage2", "train the stage-2 diffusion model that draws tiles from stage-1 embeddings",
                       "gensis.config.stage2:Stage2Config", "stages.stage2:run"),
+    "autoencoder": Command("autoencoder", "train an AutoencoderKL on tiles for latent-space stage 2 (out/vae)",
+                           "gensis.config.stage2:AutoencoderConfig", "stages.autoencoder:run"),
     "generate": Command("generate", "draw K views of every tile and M interpolated images into views.h5",
                         "gensis.config.stage2:GenerateConfig", "gensis.diffusion.generate_run:run"),
     "assess": Command("assess", "fidelity, diversity and interpolation of a stage-2 model (generation.md)",

@@ -34,7 +34,7 @@ from gensis.diffusion.pipeline import EmbeddingDiffusionPipeline, make_scheduler
 from gensis.errors import GensisError
 from gensis.evaluation.embed_run import embed_tiles, pick_device
 from gensis.evaluation.image_grid import save_png, tile_grid
-from gensis.models.backbone import encoder_hash, load_encoder
+from gensis.models.backbone import encoder_hash, file_hash, load_encoder
 from gensis.models.conditional_unet import build_unet
 from gensis.models.embedding_conditioner import EmbeddingConditioner
 from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
@@ -92,16 +92,19 @@ class DiffusionModule(L.LightningModule):
             self.vae.to(self.device)
 
     @torch.no_grad()
-    def to_model_space(self, images: torch.Tensor) -> torch.Tensor:
-        """Tiles in [-1, 1] -> what the UNet denoises (the tiles themselves, or scaled latents)."""
+    def to_model_space(self, batch: dict) -> torch.Tensor:
+        """What the UNet denoises: the tiles in [-1, 1], or scaled latents (cached, or encoded here)."""
         if self.vae is None:
-            return images
-        latents = self.vae.encode(images.to(self.vae.dtype)).latent_dist.sample()
+            return batch["image"]
+        if "latent" in batch:
+            latents = batch["latent"]
+        else:
+            latents = self.vae.encode(batch["image"].to(self.vae.dtype)).latent_dist.sample()
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        return (latents - shift) * self.vae.config.scaling_factor
+        return (latents.float() - shift) * self.vae.config.scaling_factor
 
     def training_step(self, batch, batch_idx):
-        x0 = self.to_model_space(batch["image"])
+        x0 = self.to_model_space(batch)
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
         noisy = self.noise_scheduler.add_noise(x0, noise, t)
@@ -192,22 +195,44 @@ class SampleGrid(L.Callback):
         save_png(tile_grid(rows), Path(trainer.default_root_dir) / "samples" / f"epoch_{epoch:04d}.png")
 
 
+def on_first_process(path: Path, make) -> Path:
+    """``make()`` writes ``path`` on the first process; processes launched together (SLURM, torchrun) wait
+    for it. (Processes Lightning launches itself start after the first one got here.)"""
+    if rank_zero_only.rank == 0:
+        make()
+    else:
+        deadline = time.time() + 3600
+        while not path.is_file():
+            if time.time() > deadline:
+                raise GensisError(f"{path} did not appear within an hour; did the first process fail?")
+            time.sleep(5)
+    return path
+
+
 def cache_embeddings(cfg: Stage2Config, out: Path) -> Path:
     """The tiles' embeddings: ``embeddings=`` if given, else computed once into ``out/embeddings.h5``."""
     if cfg.embeddings:
         return Path(cfg.embeddings)
-    path = out / "embeddings.h5"
-    if rank_zero_only.rank == 0:
-        device = pick_device(cfg.trainer)
-        embed_tiles(cfg.encoder, cfg.data.path, path, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
-                    device=device, bf16=device.type == "cuda", progress=cfg.progress)
-    else:  # processes launched together (SLURM, torchrun): wait for the first one to write the cache
-        deadline = time.time() + 3600
-        while not path.is_file():
-            if time.time() > deadline:
-                raise GensisError(f"{path} did not appear within an hour; did rank 0 fail?")
-            time.sleep(5)
-    return path
+    path, device = out / "embeddings.h5", pick_device(cfg.trainer)
+    return on_first_process(path, lambda: embed_tiles(
+        cfg.encoder, cfg.data.path, path, batch_size=cfg.data.batch_size, workers=cfg.data.workers, device=device,
+        bf16=device.type == "cuda", progress=cfg.progress))
+
+
+def training_data(cfg: Stage2Config, out: Path, vae, embeddings: np.ndarray, keys: list[str]):
+    """Tiles with their embeddings, or (latent space with ``cache_latents``) cached latents with them."""
+    d = cfg.generator
+    dataset = open_conditioned_tiles(cfg.data.path, d.image_size, embeddings, keys, d.dihedral)
+    if vae is None or not d.cache_latents:
+        return dataset
+    from gensis.data.latent_cache import CachedLatents, cache_latents
+
+    path, device = out / "latents.h5", pick_device(cfg.trainer)
+    vae_weights = sorted(Path(cfg.generator.vae).glob("*.safetensors"))
+    vae_hash = file_hash(vae_weights[0]) if vae_weights else str(Path(cfg.generator.vae).resolve())
+    on_first_process(path, lambda: cache_latents(vae, cfg.data.path, d.image_size, path, vae_hash, device,
+                                                 cfg.data.batch_size, cfg.data.workers, cfg.progress))
+    return CachedLatents(path, embeddings, d.dihedral)
 
 
 def run(cfg: Stage2Config) -> int:
@@ -223,7 +248,7 @@ def run(cfg: Stage2Config) -> int:
     if attrs.get("encoder") != weights_hash:
         raise GensisError(f"embeddings={embeddings_path} were made by another encoder than encoder={cfg.encoder}; "
                           f"embed the tiles with this encoder or leave embeddings= unset")
-    dataset = open_conditioned_tiles(cfg.data.path, cfg.generator.image_size, embeddings, keys, cfg.generator.dihedral)
+    dataset = training_data(cfg, out, vae, embeddings, keys)
     info = {"encoder": str(Path(cfg.encoder).resolve()), "encoder_sha256": weights_hash, "embed_dim": spec.embed_dim,
             "image_size": cfg.generator.image_size, "space": cfg.generator.resolved_space(),
             "tiles": str(cfg.data.path), "n_tiles": len(dataset)}

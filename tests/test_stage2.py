@@ -212,3 +212,34 @@ def test_generate_refuses_an_encoder_the_model_was_not_trained_on(stage2_run, en
     result = run_cli("generate", f"diffusion={stage2_run}", f"encoder={other}", f"data.path={lung_tiles}",
                      f"out={tmp_path / 'views.h5'}", "experiment=tiny")
     assert result.returncode == 2 and "another encoder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_latent_space_with_an_autoencoder_gensis_trained(lung_tiles, encoder_run, tmp_path):
+    from diffusers import AutoencoderKL
+
+    ae = tmp_path / "ae"
+    result = run_cli("autoencoder", f"data.path={lung_tiles}", f"out={ae}", "experiment=tiny")
+    assert result.returncode == 0, result.stderr[-2000:]
+    quality = json.loads((ae / "reconstruction.json").read_text())
+    assert quality["psnr"] > 0 and -1 <= quality["ssim"] <= 1 and quality["scaling_factor"] > 0
+    assert (ae / "samples" / "epoch_0002.png").is_file()
+    vae = AutoencoderKL.from_pretrained(ae / "vae")
+    assert vae.config.scaling_factor == pytest.approx(quality["scaling_factor"])
+
+    s2 = tmp_path / "s2"
+    result = run_cli("stage2", f"data.path={lung_tiles}", f"encoder={encoder_run}", f"out={s2}", "experiment=tiny",
+                     "generator.image_size=32", f"generator.vae={ae / 'vae'}", "generator.dihedral=true",
+                     "report.tiles=0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    with h5py.File(s2 / "latents.h5", "r") as f:                 # encoded once, not every epoch
+        assert f["mean"].shape == (36, 4, 16, 16) and f.attrs["image_size"] == 32
+    pipe, info = load_pipeline(s2, "ddim")
+    assert info["space"] == "latent" and pipe.vae is not None and pipe.unet.config.sample_size == 16
+    images = pipe(torch.randn(2, 64), 2, 2.0, seeds=[0, 1], output_type="uint8").images
+    assert images.shape == (2, 32, 32, 3)
+
+
+def test_latent_space_without_an_autoencoder_is_one_clear_error(lung_tiles, encoder_run, tmp_path):
+    result = run_cli("stage2", f"data.path={lung_tiles}", f"encoder={encoder_run}", f"out={tmp_path / 's2'}",
+                     "experiment=tiny", "generator.image_size=128")
+    assert result.returncode == 2 and "generator.vae" in result.stderr and "Traceback" not in result.stderr

@@ -37,7 +37,7 @@ class UNetConfig:
 @dataclass(frozen=True)
 class GeneratorConfig:
     image_size: int = _help("side of the drawn tiles in pixels (tiles are resized to it)", 64)
-    space: str = _help("pixel | latent | auto (pixel up to pixel_max_size, else latent)", "auto")
+    space: str = _help("pixel | latent | auto (latent when vae is given, else pixel up to pixel_max_size)", "auto")
     pixel_max_size: int = _help("space=auto draws in pixel space up to this size", 64)
     vae: Optional[str] = _help("latent space: a local diffusers AutoencoderKL folder", None)
     n_tokens: int = _help("cross-attention tokens made from one embedding", 1)
@@ -46,6 +46,8 @@ class GeneratorConfig:
     train_timesteps: int = _help("DDPM noise steps", 1000)
     beta_schedule: str = _help("linear | scaled_linear | squaredcos_cap_v2", "linear")
     dihedral: bool = _help("train on random flips / 90-degree rotations of each tile (same embedding)", False)
+    cache_latents: bool = _help("latent space: encode every tile once into out/latents.h5 instead of every epoch",
+                                True)
 
     def __post_init__(self):
         for key, value, allowed in (("space", self.space, SPACES), ("prediction", self.prediction, PREDICTIONS),
@@ -62,6 +64,8 @@ class GeneratorConfig:
     def resolved_space(self) -> str:
         if self.space != "auto":
             return self.space
+        if self.vae:
+            return "latent"
         return "pixel" if self.image_size <= self.pixel_max_size else "latent"
 
 
@@ -100,3 +104,20 @@ def interval(values: Tuple[float, float], name: str) -> Tuple[float, float]:
         raise ValueError(f"{name} must be [low, high] with 0 <= low <= high <= 1, got {list(values)}")
     return low, high
 
+
+
+@dataclass(frozen=True)
+class AutoencoderModelConfig:
+    image_size: int = _help("side of the tiles it is trained on (tiles are resized to it)", 256)
+    channels: List[int] = _help("channels of each encoder level; the latent is image_size / 2^(levels - 1)",
+                                factory=lambda: [128, 256, 512])
+    latent_channels: int = _help("channels of the latent", 4)
+    layers_per_block: int = _help("ResNet layers per level", 2)
+    norm_groups: int = _help("GroupNorm groups", 32)
+    kl_weight: float = _help("weight of the KL term against the L1 reconstruction loss", 1e-6)
+
+    def __post_init__(self):
+        if any(c % self.norm_groups for c in self.channels):
+            raise ValueError(f"vae.channels {list(self.channels)} must be multiples of vae.norm_groups={self.norm_groups}")
+        if self.image_size % 2 ** (len(self.channels) - 1):
+            raise ValueError(f"vae.image_size={self.image_size} must be divisible by 2^(levels - 1)")

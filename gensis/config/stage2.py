@@ -8,6 +8,7 @@ from typing import List, Optional
 from omegaconf import MISSING
 
 from gensis.config.diffusion import (
+    AutoencoderModelConfig,
     EMAConfig,
     GeneratorConfig,
     SampleGridConfig,
@@ -101,4 +102,17 @@ class AssessConfig:
     report: ReportConfig = _help("how many tiles, views, pairs and alphas", factory=ReportConfig)
     trainer: TrainerConfig = _help("device and precision", factory=TrainerConfig)
     seed: int = _help("seed of the tiles, noise and augmentations", 0)
+    progress: bool = _help("show progress bars", True)
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    data: DataConfig = _help("training tiles", factory=DataConfig)
+    out: str = _help("run directory (the model lands in out/vae, a diffusers AutoencoderKL folder)", MISSING)
+    vae: AutoencoderModelConfig = _help("the autoencoder", factory=AutoencoderModelConfig)
+    train: DiffusionOptimConfig = _help("optimisation", factory=DiffusionOptimConfig)
+    held_out: int = _help("tiles kept out of training for the reconstruction metrics", 64)
+    trainer: TrainerConfig = _help("Lightning trainer", factory=TrainerConfig)
+    resume: bool = _help("continue the run in out/ from its last checkpoint", False)
+    seed: int = _help("random seed", 0)
     progress: bool = _help("show progress bars", True)
