@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from gensis.atomic import atomic_path
 from gensis.config.stage2 import Stage2Config
 from gensis.data.conditioned_tiles import open_conditioned_tiles
-from gensis.data.embeddings_store import read_embeddings
+from gensis.data.embeddings_store import matches, read_embeddings
 from gensis.data.tile_source import open_tiles
 from gensis.diffusion.pipeline import EmbeddingDiffusionPipeline, make_scheduler
 from gensis.errors import GensisError
@@ -59,19 +59,30 @@ def vae_factor(vae: AutoencoderKL) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+def model_geometry(cfg: Stage2Config, vae: AutoencoderKL | None) -> tuple[int, int]:
+    """(side, channels) of what the UNet denoises; one clear error when the sizes do not fit."""
+    size = cfg.generator.image_size
+    if vae is not None:
+        if size % vae_factor(vae):
+            raise GensisError(f"generator.image_size={size} is not divisible by the autoencoder's downsampling "
+                              f"factor {vae_factor(vae)}")
+        size, channels = size // vae_factor(vae), vae.config.latent_channels
+    else:
+        channels = 3
+    halvings = 2 ** (len(cfg.unet.channels) - 1)
+    if size % halvings:
+        raise GensisError(f"the UNet's {len(cfg.unet.channels)} levels (unet.channels) halve its {size} px input "
+                          f"{len(cfg.unet.channels) - 1} times; use a size divisible by {halvings} or fewer levels")
+    return size, channels
+
+
 class DiffusionModule(L.LightningModule):
     def __init__(self, cfg: Stage2Config, embed_dim: int, vae: AutoencoderKL | None = None):
         super().__init__()
         self.cfg = cfg
         d = cfg.generator
         self._vae = [vae]  # frozen and not ours to checkpoint: kept out of the module's state
-        if vae is not None:
-            if d.image_size % vae_factor(vae):
-                raise GensisError(f"generator.image_size={d.image_size} is not divisible by the autoencoder's "
-                                  f"downsampling factor {vae_factor(vae)}")
-            sample_size, channels = d.image_size // vae_factor(vae), vae.config.latent_channels
-        else:
-            sample_size, channels = d.image_size, 3
+        sample_size, channels = model_geometry(cfg, vae)
         self.unet = build_unet(cfg.unet, sample_size, channels)
         self.conditioner = EmbeddingConditioner(embed_dim, cfg.unet.cross_attention_dim, d.n_tokens, d.p_uncond)
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=d.train_timesteps, beta_schedule=d.beta_schedule,
@@ -137,6 +148,7 @@ class DiffusionModule(L.LightningModule):
         if "ema" not in checkpoint:
             raise GensisError("the checkpoint has no EMA weights; it was not written by gensis stage2")
         self.ema.load_state_dict(checkpoint["ema"])
+        self.ema.decay, self.ema.use_ema_warmup = self.cfg.ema.decay, self.cfg.ema.warmup  # the config rules
 
     def ema_pipeline(self, sampler: str | None = None) -> EmbeddingDiffusionPipeline:
         """A pipeline on copies of the UNet and conditioner holding the EMA weights."""
@@ -183,7 +195,7 @@ class SampleGrid(L.Callback):
     def on_train_epoch_end(self, trainer, module):
         epoch, every = trainer.current_epoch + 1, self.cfg.samples.every
         last = epoch == trainer.max_epochs or (0 < trainer.max_steps <= trainer.global_step)
-        if not trainer.is_global_zero or not (last or (every and epoch % every == 0)):
+        if not trainer.is_global_zero or not self.real or not (last or (every and epoch % every == 0)):
             return
         s, k = self.cfg.sampler, self.cfg.samples.views
         pipe = module.ema_pipeline(s.name)
@@ -195,28 +207,32 @@ class SampleGrid(L.Callback):
         save_png(tile_grid(rows), Path(trainer.default_root_dir) / "samples" / f"epoch_{epoch:04d}.png")
 
 
-def on_first_process(path: Path, make) -> Path:
+def on_first_process(path: Path, make, ready) -> Path:
     """``make()`` writes ``path`` on the first process; processes launched together (SLURM, torchrun) wait
-    for it. (Processes Lightning launches itself start after the first one got here.)"""
+    until ``ready()`` says it is there and current. (Processes Lightning launches itself start after the
+    first one got here.)"""
     if rank_zero_only.rank == 0:
         make()
     else:
-        deadline = time.time() + 3600
-        while not path.is_file():
-            if time.time() > deadline:
-                raise GensisError(f"{path} did not appear within an hour; did the first process fail?")
+        waited = 0
+        while not ready():
             time.sleep(5)
+            waited += 5
+            if waited % 600 == 0:
+                print(f"process {rank_zero_only.rank}: still waiting for the first process to write {path}")
     return path
 
 
-def cache_embeddings(cfg: Stage2Config, out: Path) -> Path:
+def cache_embeddings(cfg: Stage2Config, out: Path, spec) -> Path:
     """The tiles' embeddings: ``embeddings=`` if given, else computed once into ``out/embeddings.h5``."""
     if cfg.embeddings:
         return Path(cfg.embeddings)
     path, device = out / "embeddings.h5", pick_device(cfg.trainer)
+    keys, dim, weights_hash = open_tiles(cfg.data.path).keys, spec.embed_dim, encoder_hash(cfg.encoder)
     return on_first_process(path, lambda: embed_tiles(
         cfg.encoder, cfg.data.path, path, batch_size=cfg.data.batch_size, workers=cfg.data.workers, device=device,
-        bf16=device.type == "cuda", progress=cfg.progress))
+        bf16=device.type == "cuda", progress=cfg.progress),
+        ready=lambda: matches(path, keys, dim, weights_hash, complete=True))
 
 
 def training_data(cfg: Stage2Config, out: Path, vae, embeddings: np.ndarray, keys: list[str]):
@@ -225,13 +241,13 @@ def training_data(cfg: Stage2Config, out: Path, vae, embeddings: np.ndarray, key
     dataset = open_conditioned_tiles(cfg.data.path, d.image_size, embeddings, keys, d.dihedral)
     if vae is None or not d.cache_latents:
         return dataset
-    from gensis.data.latent_cache import CachedLatents, cache_latents
+    from gensis.data.latent_cache import CachedLatents, cache_latents, latent_cache_matches
 
     path, device = out / "latents.h5", pick_device(cfg.trainer)
-    vae_weights = sorted(Path(cfg.generator.vae).glob("*.safetensors"))
-    vae_hash = file_hash(vae_weights[0]) if vae_weights else str(Path(cfg.generator.vae).resolve())
+    vae_hash = "-".join(file_hash(f)[:8] for f in sorted(Path(cfg.generator.vae).iterdir()) if f.is_file())
     on_first_process(path, lambda: cache_latents(vae, cfg.data.path, d.image_size, path, vae_hash, device,
-                                                 cfg.data.batch_size, cfg.data.workers, cfg.progress))
+                                                 cfg.data.batch_size, cfg.data.workers, cfg.progress),
+                     ready=lambda: latent_cache_matches(path, keys, vae_hash, d.image_size))
     return CachedLatents(path, embeddings, d.dihedral)
 
 
@@ -240,9 +256,10 @@ def run(cfg: Stage2Config) -> int:
         raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
     _, spec = load_encoder(cfg.encoder)
     vae = load_vae(cfg)
+    model_geometry(cfg, vae)   # sizes checked before any work
     out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    embeddings_path = cache_embeddings(cfg, out)
+    embeddings_path = cache_embeddings(cfg, out, spec)
     embeddings, keys, attrs = read_embeddings(embeddings_path)
     weights_hash = encoder_hash(cfg.encoder)
     if attrs.get("encoder") != weights_hash:
@@ -275,7 +292,7 @@ def run(cfg: Stage2Config) -> int:
         if cfg.report.tiles:
             from gensis.evaluation.generation_quality import assess_generator
 
-            device = module.device
+            device = pick_device(cfg.trainer)   # fit's teardown moved the module back to the CPU
             assess_generator(pipeline, cfg.encoder, cfg.data.path, out / "report", cfg.sampler, cfg.report,
                              seed=cfg.seed, device=device, batch_size=cfg.data.batch_size, progress=cfg.progress)
     return 0

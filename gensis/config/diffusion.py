@@ -90,15 +90,26 @@ class EMAConfig:
     decay: float = _help("maximum EMA decay of the UNet and conditioner weights", 0.9999)
     warmup: bool = _help("diffusers' EMA warm-up (decay grows as 1 - (1 + step)^-2/3)", True)
 
+    def __post_init__(self):
+        if not 0 <= self.decay < 1:
+            raise ValueError(f"ema.decay must be in [0, 1), got {self.decay}")
+
 
 @dataclass(frozen=True)
 class SampleGridConfig:
     every: int = _help("epochs between sample grids (0: only at the end)", 1)
-    rows: int = _help("real tiles in the grid (one per row)", 4)
+    rows: int = _help("real tiles in the grid (one per row; 0: no grids)", 4)
     views: int = _help("views drawn from each row's embedding", 4)
+
+    def __post_init__(self):
+        if self.rows < 0 or self.views < 1 or self.every < 0:
+            raise ValueError(f"samples needs rows >= 0, views >= 1, every >= 0; got {self.rows}, {self.views}, "
+                             f"{self.every}")
 
 
 def interval(values: Tuple[float, float], name: str) -> Tuple[float, float]:
+    if len(values) != 2:
+        raise ValueError(f"{name} must be [low, high], got {list(values)}")
     low, high = float(values[0]), float(values[1])
     if not 0 <= low <= high <= 1:
         raise ValueError(f"{name} must be [low, high] with 0 <= low <= high <= 1, got {list(values)}")

@@ -41,8 +41,8 @@ class ReportConfig:
     alphas: int = _help("alpha values in [0, 1] per pair", 6)
 
     def __post_init__(self):
-        if self.tiles < 0 or self.views < 2 or self.pairs < 0 or self.alphas < 2:
-            raise ValueError("report needs tiles >= 0, views >= 2, pairs >= 0, alphas >= 2; got "
+        if self.tiles < 0 or self.tiles == 1 or self.views < 2 or self.pairs < 0 or self.alphas < 2:
+            raise ValueError("report needs tiles = 0 or >= 2, views >= 2, pairs >= 0, alphas >= 2; got "
                              f"{self.tiles}, {self.views}, {self.pairs}, {self.alphas}")
 
 

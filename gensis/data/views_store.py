@@ -84,6 +84,7 @@ class ViewsPart:
 
     def __init__(self, path: Path, plan: ViewsPlan, batches: Sequence[int]):
         self.path, self.plan, self.batches = Path(path), plan, list(batches)
+        self.slots = {batch: slot for slot, batch in enumerate(self.batches)}
         self.file = None
         if self.path.is_file():
             try:
@@ -110,7 +111,7 @@ class ViewsPart:
         return [b for b, finished in zip(self.batches, done) if not finished]
 
     def write(self, batch: int, images: np.ndarray) -> None:
-        slot = self.batches.index(batch)
+        slot = self.slots[batch]
         start = slot * self.plan.batch_size
         self.file["images"][start:start + len(images)] = images
         self.file.flush()
@@ -156,9 +157,14 @@ def join_parts(out: Path, plan: ViewsPlan, world: int, keys: Sequence[str], attr
     finally:
         for f in parts:
             f.close()
-    for r in range(world):
-        part_path(out, r, world).unlink()
+    remove_parts(out)
     return out
+
+
+def remove_parts(out: Path) -> None:
+    """Delete every part file of ``out`` (this run's, and those of runs with another process count)."""
+    for part in Path(out).parent.glob(f"{Path(out).name}.part*-of-*"):
+        part.unlink(missing_ok=True)
 
 
 def views_plan_of(path: Path) -> str | None:

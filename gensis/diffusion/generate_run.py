@@ -23,12 +23,19 @@ from gensis.data.views_store import (
     join_parts,
     keys_sha,
     part_path,
+    remove_parts,
     views_plan_of,
 )
 from gensis.diffusion.pipeline import load_pipeline
 from gensis.diffusion.slerp import slerp
 from gensis.errors import GensisError
-from gensis.evaluation.embed_run import _fabric, embed_tiles, join_shards, pick_device
+from gensis.evaluation.embed_run import (
+    _fabric,
+    embed_tiles,
+    join_shards,
+    pick_device,
+    shard_path,
+)
 from gensis.models.backbone import encoder_hash, file_hash
 
 
@@ -79,7 +86,7 @@ def run(cfg: GenerateConfig) -> int:
                 device=device, bf16=bf16, progress=cfg.progress, rank=rank, world=world)
     if fabric:
         fabric.barrier()
-        if rank == 0 and not cache.is_file():
+        if rank == 0 and shard_path(cache, 0, world).is_file():
             join_shards(cache, world)
         fabric.barrier()
     embeddings, keys, _ = read_embeddings(cache)
@@ -95,6 +102,7 @@ def run(cfg: GenerateConfig) -> int:
         raise GensisError(f"data.path={cfg.data.path}: interpolations need at least 2 tiles")
     if views_plan_of(out) == plan.fingerprint():
         if rank == 0:
+            remove_parts(out)   # left by a run killed between the join and the clean-up
             print(f"{out} already holds these {plan.n_images} images; nothing to do")
         return 0
 

@@ -98,10 +98,10 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
             null = self.conditioner(embeddings, drop=torch.ones(batch, dtype=torch.bool, device=device))
             tokens = torch.cat([null, tokens])
         tokens = tokens.to(dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)   # before init_noise_sigma (Euler)
         latents = self.initial_noise(batch, seeds, generator, device, dtype) * self.scheduler.init_noise_sigma
         if generator is None and seeds is not None:  # stochastic samplers (ddpm): reproducible, batch-dependent
             generator = torch.Generator(device).manual_seed(int(seeds[0]))
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
         takes_generator = "generator" in inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if takes_generator else {}
         for t in self.progress_bar(self.scheduler.timesteps):

@@ -1,6 +1,6 @@
 """Spherical linear interpolation of embeddings (METHOD.md, offline generation).
 
-    slerp(e1, e2, alpha) = sin((1 - alpha) theta) / sin(theta) * e1 + sin(alpha theta) / sin(theta) * e2,
+    slerp(e1, e2, alpha) = sin(alpha theta) / sin(theta) * e1 + sin((1 - alpha) theta) / sin(theta) * e2,
     theta = arccos(<e1, e2>)   on L2-normalised e1, e2
 
 ``alpha`` is the weight of ``e1`` in the paper's convention e_int = slerp(e1, e2, alpha)

@@ -62,7 +62,7 @@ def run(cfg: EmbedConfig) -> int:
                 workers=cfg.data.workers, device=device, bf16=bf16, progress=cfg.progress, rank=rank, world=world)
     if fabric:
         fabric.barrier()
-        if rank == 0 and not Path(cfg.out).is_file():
+        if rank == 0 and shard_path(Path(cfg.out), 0, world).is_file():
             join_shards(Path(cfg.out), world)
         fabric.barrier()
     return 0

@@ -43,7 +43,7 @@ class EmbeddingConditioner(ModelMixin, ConfigMixin):
         """Tokens for ``embeddings``; in training mode each row is replaced by the null embedding
         with probability ``p_uncond`` (or where the boolean ``drop`` says)."""
         e = nn.functional.normalize(embeddings.float(), dim=-1)
-        if drop is None and self.training and self.p_uncond > 0:
+        if drop is None and self.training:  # also at p_uncond = 0: the null embedding stays in the graph (DDP)
             drop = torch.rand(e.shape[0], device=e.device) < self.p_uncond
         if drop is not None:
             e = torch.where(drop[:, None], self.null_like(e), e)
