@@ -86,7 +86,9 @@ class DiffusionModule(L.LightningModule):
         self.unet = build_unet(cfg.unet, sample_size, channels)
         self.conditioner = EmbeddingConditioner(embed_dim, cfg.unet.cross_attention_dim, d.n_tokens, d.p_uncond)
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=d.train_timesteps, beta_schedule=d.beta_schedule,
-                                             prediction_type=d.prediction, clip_sample=vae is None)
+                                             prediction_type=d.prediction, clip_sample=vae is None,
+                                             rescale_betas_zero_snr=d.zero_terminal_snr,
+                                             timestep_spacing="trailing")  # few-step samplers start at pure noise
         self.ema = EMAModel(self.trainable_parameters(), decay=cfg.ema.decay, use_ema_warmup=cfg.ema.warmup,
                             power=2 / 3)
 

@@ -42,9 +42,11 @@ class GeneratorConfig:
     vae: Optional[str] = _help("latent space: a local diffusers AutoencoderKL folder", None)
     n_tokens: int = _help("cross-attention tokens made from one embedding", 1)
     p_uncond: float = _help("probability of the null embedding in training (classifier-free guidance)", 0.1)
-    prediction: str = _help("epsilon | v_prediction", "epsilon")
+    prediction: str = _help("epsilon | v_prediction (needed by zero_terminal_snr)", "v_prediction")
     train_timesteps: int = _help("DDPM noise steps", 1000)
     beta_schedule: str = _help("linear | scaled_linear | squaredcos_cap_v2", "linear")
+    zero_terminal_snr: bool = _help("rescale the noise schedule so that its last step is pure noise (Lin et al. "
+                                    "2023): drawn tiles then get the right brightness with few-step samplers", True)
     dihedral: bool = _help("train on random flips / 90-degree rotations of each tile (same embedding)", False)
     cache_latents: bool = _help("latent space: encode every tile once into out/latents.h5 instead of every epoch",
                                 True)
@@ -60,6 +62,9 @@ class GeneratorConfig:
             raise ValueError(f"generator.p_uncond must be in [0, 1), got {self.p_uncond}")
         if self.n_tokens < 1:
             raise ValueError(f"generator.n_tokens must be >= 1, got {self.n_tokens}")
+        if self.zero_terminal_snr and self.prediction != "v_prediction":
+            raise ValueError("generator.zero_terminal_snr=true needs generator.prediction=v_prediction "
+                             "(epsilon cannot be predicted from pure noise)")
 
     def resolved_space(self) -> str:
         if self.space != "auto":

@@ -21,8 +21,10 @@ def make_trainer(t: TrainerConfig, out: Path, callbacks: list, epochs: int, prog
         loggers.append(TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False))
     except ModuleNotFoundError:
         pass
-    checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, every_n_epochs=1,
-                                 save_top_k=0, save_on_train_epoch_end=True, enable_version_counter=False)
+    # one checkpoint, checkpoints/last.ckpt, rewritten after every epoch (save_last alone would only write it
+    # when a top-k checkpoint is saved, i.e. at the end of training)
+    checkpoint = ModelCheckpoint(dirpath=str(out / "checkpoints"), filename="last", save_top_k=1, monitor=None,
+                                 every_n_epochs=1, save_on_train_epoch_end=True, enable_version_counter=False)
     return L.Trainer(default_root_dir=str(out), accelerator=t.accelerator, devices=t.resolved_devices(),
                      num_nodes=t.num_nodes, strategy=t.strategy, precision=t.resolved_precision(),
                      max_epochs=epochs, max_steps=t.max_steps, logger=loggers,
