@@ -271,3 +271,14 @@ def test_latent_space_without_an_autoencoder_is_one_clear_error(lung_tiles, enco
     result = run_cli("stage2", f"data.path={lung_tiles}", f"encoder={encoder_run}", f"out={tmp_path / 's2'}",
                      "experiment=tiny", "generator.image_size=128")
     assert result.returncode == 2 and "generator.vae" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_stage2_on_two_ddp_processes(lung_tiles, encoder_run, tmp_path):
+    out = tmp_path / "s2"
+    result = run_cli("stage2", f"data.path={lung_tiles}", f"encoder={encoder_run}", f"out={out}", "experiment=tiny",
+                     "trainer.devices=2", "trainer.strategy=ddp", "generator.p_uncond=0", "report.tiles=0",
+                     "samples.rows=0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 4 and state["ema"]["optimization_step"] == 4   # 36 tiles / (8 x 2) per epoch
+    assert (out / "pipeline" / "model_index.json").is_file() and not (out / "samples").exists()
