@@ -83,6 +83,9 @@ def test_every_preset_composes_for_every_command(preset):
 
     required = {"tile": ["slides=a", "out=b"], "stage1": ["data.path=a", "out=b"],
                 "embed": ["encoder=a", "data.path=b", "out=c"], "eval": ["encoder=a", "out=b"],
-                "synth": ["out=a.svs"], "demo": []}
+                "synth": ["out=a.svs"], "demo": [], "stage2": ["data.path=a", "encoder=b", "out=c"],
+                "autoencoder": ["data.path=a", "out=b"],
+                "generate": ["diffusion=a", "encoder=b", "data.path=c", "out=d"],
+                "assess": ["diffusion=a", "encoder=b", "data.path=c", "out=d"]}
     for name, command in COMMANDS.items():
         compose_config(name, command.schema(), [*required[name], f"experiment={preset}"], other_blocks=_all_blocks())
