@@ -40,9 +40,9 @@ def main() -> None:
     from gensis.config.compose import compose_config
     from gensis.config.stage2 import AutoencoderConfig, Stage2Config
     from gensis.diffusion.pipeline import EmbeddingDiffusionPipeline, make_scheduler
+    from gensis.models.autoencoder import build_autoencoder
     from gensis.models.conditional_unet import build_unet
     from gensis.models.embedding_conditioner import EmbeddingConditioner
-    from stages.autoencoder import build_autoencoder
 
     overrides = ["data.path=x", "encoder=x", "out=x", f"experiment={args.experiment}"]
     cfg = compose_config("stage2", Stage2Config, overrides, other_blocks=_all_blocks())
@@ -53,7 +53,7 @@ def main() -> None:
         ae_cfg = compose_config("autoencoder", AutoencoderConfig, ["data.path=x", "out=x",
                                                                    f"experiment={args.experiment}"],
                                 other_blocks=_all_blocks())
-        vae = build_autoencoder(ae_cfg).eval()
+        vae = build_autoencoder(ae_cfg.vae).eval()
         size //= 2 ** (len(ae_cfg.vae.channels) - 1)
         channels = ae_cfg.vae.latent_channels
     else:

@@ -17,7 +17,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
 from torch.utils.data import DataLoader, Subset
 
 from gensis.atomic import atomic_path
@@ -26,16 +25,9 @@ from gensis.data.conditioned_tiles import diffusion_transform
 from gensis.data.tile_source import open_tiles
 from gensis.errors import GensisError
 from gensis.evaluation.image_grid import save_png, tile_grid
+from gensis.models.autoencoder import build_autoencoder
 from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
 from gensis.training.trainer import make_trainer
-
-
-def build_autoencoder(cfg: AutoencoderConfig) -> AutoencoderKL:
-    v, levels = cfg.vae, len(cfg.vae.channels)
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
-                         up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=tuple(v.channels),
-                         layers_per_block=v.layers_per_block, latent_channels=v.latent_channels,
-                         norm_num_groups=v.norm_groups, sample_size=v.image_size)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -56,7 +48,7 @@ class AutoencoderModule(L.LightningModule):
     def __init__(self, cfg: AutoencoderConfig):
         super().__init__()
         self.cfg = cfg
-        self.vae = build_autoencoder(cfg)
+        self.vae = build_autoencoder(cfg.vae)
 
     def training_step(self, batch, batch_idx):
         x = batch["image"]
