@@ -27,7 +27,7 @@ from gensis.errors import GensisError
 from gensis.evaluation.image_grid import save_png, tile_grid
 from gensis.models.autoencoder import build_autoencoder
 from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
-from gensis.training.trainer import make_trainer
+from gensis.training.trainer import adamw_with_warmup, make_trainer, save_metrics
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -66,10 +66,7 @@ class AutoencoderModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.train
-        optimizer = torch.optim.AdamW(self.vae.parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        warmup = max(1, o.warmup_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return adamw_with_warmup(self.vae.parameters(), o.lr, o.weight_decay, o.warmup_steps)
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
@@ -95,9 +92,7 @@ class HeldOutReconstruction(L.Callback):
         out, epoch = Path(trainer.default_root_dir), trainer.current_epoch + 1
         save_png(tile_grid([list(real[:8]), list(rebuilt[:8])]), out / "samples" / f"epoch_{epoch:04d}.png")
         export(module, out, self.held_out, {**metrics, "epoch": epoch, "global_step": trainer.global_step})
-        for logger in trainer.loggers:
-            logger.save()
-        merge_metrics(out)
+        save_metrics(trainer)
 
 
 @torch.no_grad()

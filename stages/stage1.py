@@ -34,7 +34,7 @@ from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD, EncoderSpec, cre
 from gensis.models.dino_head import DINOHead
 from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
 from gensis.training.schedules import cosine_schedule, teacher_temperature_schedule
-from gensis.training.trainer import make_trainer
+from gensis.training.trainer import make_trainer, save_metrics
 
 
 class MultiCropNet(nn.Module):
@@ -202,9 +202,7 @@ class EncoderExport(L.Callback):
     def on_train_epoch_end(self, trainer, module):
         if trainer.is_global_zero:
             save_encoder(trainer.default_root_dir, module.teacher.backbone, module.encoder_spec())
-            for logger in trainer.loggers:
-                logger.save()
-            merge_metrics(Path(trainer.default_root_dir))
+            save_metrics(trainer)
 
 
 def teacher_checksum(module: DINOModule) -> float:

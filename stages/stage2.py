@@ -38,7 +38,7 @@ from gensis.models.backbone import encoder_hash, file_hash, load_encoder
 from gensis.models.conditional_unet import build_unet
 from gensis.models.embedding_conditioner import EmbeddingConditioner
 from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
-from gensis.training.trainer import make_trainer
+from gensis.training.trainer import adamw_with_warmup, make_trainer, save_metrics
 
 
 def load_vae(cfg: Stage2Config) -> AutoencoderKL | None:
@@ -138,10 +138,7 @@ class DiffusionModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.train
-        optimizer = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, weight_decay=o.weight_decay)
-        warmup = max(1, o.warmup_steps)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return adamw_with_warmup(self.trainable_parameters(), o.lr, o.weight_decay, o.warmup_steps)
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["ema"] = self.ema.state_dict()
@@ -182,9 +179,7 @@ class PipelineExport(L.Callback):
     def on_train_epoch_end(self, trainer, module):
         if trainer.is_global_zero:
             export_pipeline(module, Path(trainer.default_root_dir), self.info)
-            for logger in trainer.loggers:
-                logger.save()
-            merge_metrics(Path(trainer.default_root_dir))
+            save_metrics(trainer)
 
 
 class SampleGrid(L.Callback):

@@ -26,7 +26,7 @@ from gensis.data.views_store import (
     remove_parts,
     views_plan_of,
 )
-from gensis.diffusion.pipeline import load_pipeline
+from gensis.diffusion.pipeline import load_pipeline, pipeline_folder
 from gensis.diffusion.slerp import slerp
 from gensis.errors import GensisError
 from gensis.evaluation.embed_run import (
@@ -91,7 +91,7 @@ def run(cfg: GenerateConfig) -> int:
         fabric.barrier()
     embeddings, keys, _ = read_embeddings(cache)
     g = cfg.generate
-    folder = Path(cfg.diffusion) / "pipeline" if (Path(cfg.diffusion) / "pipeline").is_dir() else Path(cfg.diffusion)
+    folder = pipeline_folder(cfg.diffusion)
     plan = ViewsPlan(n_tiles=len(keys), views_per_tile=g.views_per_tile,
                      interpolations=len(keys) if g.interpolations == -1 else g.interpolations,
                      image_size=pipe.image_size, batch_size=g.batch_size, seed=cfg.seed, sampler=cfg.sampler.name,

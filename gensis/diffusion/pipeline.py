@@ -136,6 +136,12 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
         return (latents.float() / 2 + 0.5).clamp(0, 1)
 
 
+def pipeline_folder(path: str | Path) -> Path:
+    """A stage-2 run dir's ``pipeline/`` folder, or ``path`` itself when it is one."""
+    path = Path(path)
+    return path / "pipeline" if (path / "pipeline" / "model_index.json").is_file() else path
+
+
 def load_pipeline(path: str | Path, sampler: str | None = None) -> tuple[EmbeddingDiffusionPipeline, dict]:
     """A stage-2 run dir (or its ``pipeline/`` folder) -> (pipeline, its ``gensis.json`` info).
 
@@ -144,7 +150,7 @@ def load_pipeline(path: str | Path, sampler: str | None = None) -> tuple[Embeddi
     from diffusers.utils import logging as diffusers_logging
 
     path = Path(path)
-    folder = path / "pipeline" if (path / "pipeline" / "model_index.json").is_file() else path
+    folder = pipeline_folder(path)
     if not (folder / "model_index.json").is_file():
         raise GensisError(f"diffusion={path}: not a stage-2 run dir or pipeline folder (no model_index.json; "
                           f"gensis stage2 writes <out>/pipeline)")

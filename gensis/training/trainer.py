@@ -7,7 +7,25 @@ from pathlib import Path
 import lightning as L
 
 from gensis.config.train import TrainerConfig
-from gensis.training.run_dir import session_log_dir
+from gensis.training.run_dir import merge_metrics, session_log_dir
+
+
+def adamw_with_warmup(parameters, lr: float, weight_decay: float, warmup_steps: int) -> dict:
+    """AdamW with a linear learning-rate warm-up over ``warmup_steps``, then constant (Lightning's
+    ``configure_optimizers`` format, stepped every optimizer step)."""
+    import torch
+
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    warmup = max(1, warmup_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def save_metrics(trainer: L.Trainer) -> None:
+    """Flush every logger and rebuild the run's ``metrics.csv`` (rank 0, end of an epoch)."""
+    for logger in trainer.loggers:
+        logger.save()
+    merge_metrics(Path(trainer.default_root_dir))
 
 
 def make_trainer(t: TrainerConfig, out: Path, callbacks: list, epochs: int, progress: bool,
