@@ -90,6 +90,7 @@ def main() -> None:
 
     from gensis.config.compose import compose_config
     from gensis.config.stage1 import Stage1Config
+    from gensis.training import dino_fit
     from stages import stage1
 
     if args.gpu:
@@ -107,8 +108,8 @@ def main() -> None:
                   *args.overrides]
     cfg = compose_config("stage1", Stage1Config, overrides)
     timer = StepTimer(args.warmup)
-    original = stage1.make_trainer
-    stage1.make_trainer = lambda t, o, callbacks, **kwargs: original(t, o, [*callbacks, timer], **kwargs)
+    original = dino_fit.make_trainer
+    dino_fit.make_trainer = lambda t, o, callbacks, **kwargs: original(t, o, [*callbacks, timer], **kwargs)
     stage1.run(cfg)
     crops = cfg.crops
     result = {"setting": "gpu" if args.gpu else "cpu", "backbone": cfg.backbone.name, "kwargs": dict(cfg.backbone.kwargs),

@@ -98,6 +98,8 @@ COMMANDS = {
                         "gensis.config.stage2:GenerateConfig", "gensis.diffusion.generate_run:run"),
     "assess": Command("assess", "fidelity, diversity and interpolation of a stage-2 model (generation.md)",
                       "gensis.config.stage2:AssessConfig", "gensis.evaluation.generation_quality:run"),
+    "stage3": Command("stage3", "train the stage-3 Gen-DINO encoder on tiles, their generated views and "
+                      "interpolations", "gensis.config.stage3:Stage3Config", "stages.stage3:run"),
     "synth": Command("synth", "write the built-in synthetic H&E-like slide with known tissue regions",
                      "gensis.config.demo:SynthConfig", "gensis.cli:run_synth"),
     "demo": Command("demo", "run the pipeline end to end on the built-in synthetic slide",

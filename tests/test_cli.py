@@ -86,6 +86,7 @@ def test_every_preset_composes_for_every_command(preset):
                 "synth": ["out=a.svs"], "demo": [], "stage2": ["data.path=a", "encoder=b", "out=c"],
                 "autoencoder": ["data.path=a", "out=b"],
                 "generate": ["diffusion=a", "encoder=b", "data.path=c", "out=d"],
-                "assess": ["diffusion=a", "encoder=b", "data.path=c", "out=d"]}
+                "assess": ["diffusion=a", "encoder=b", "data.path=c", "out=d"],
+                "stage3": ["data.path=a", "views=b", "out=c"]}
     for name, command in COMMANDS.items():
         compose_config(name, command.schema(), [*required[name], f"experiment={preset}"], other_blocks=_all_blocks())

@@ -174,3 +174,47 @@ def views_plan_of(path: Path) -> str | None:
             return f.attrs.get("plan")
     except (OSError, KeyError):
         return None
+
+
+@dataclass(frozen=True)
+class ViewsInfo:
+    """What stage 3 needs to know of a views store: views per tile, interpolations, image size."""
+
+    path: Path
+    views_per_tile: int
+    interpolations: int
+    image_size: int
+
+
+def check_views_store(path: str | Path, keys: Sequence[str], need_views: bool, need_interpolations: bool,
+                      source: str) -> ViewsInfo:
+    """Check that ``path`` is a views store of exactly the tiles at ``source`` (count and keys, in order)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GensisError(f"views={path}: no such file; make it with gensis generate data.path={source} ...")
+    try:
+        with h5py.File(path, "r") as f:
+            if "generated" not in f or "keys" not in f or "interp" not in f:
+                raise GensisError(f"views={path}: not a gensis views store (needs generated, keys, interp/); "
+                                  f"make it with gensis generate")
+            stored = [k.decode() if isinstance(k, bytes) else str(k) for k in f["keys"][:]]
+            n, k, size = f["generated"].shape[:3]
+            m = f["interp/images"].shape[0]
+    except OSError as err:
+        raise GensisError(f"views={path}: cannot read it ({err}); generate it again") from None
+    if len(stored) != len(keys):
+        raise GensisError(f"views={path} holds views of {len(stored)} tiles but data.path={source} has {len(keys)}: "
+                          f"it was generated for another tile source; make one with gensis generate "
+                          f"data.path={source} ...")
+    if stored != list(keys):
+        first = next(i for i, (a, b) in enumerate(zip(stored, keys)) if a != b)
+        raise GensisError(f"views={path} does not match data.path={source}: tile {first} is '{keys[first]}' there "
+                          f"but '{stored[first]}' in the views store; make one with gensis generate "
+                          f"data.path={source} ...")
+    if need_views and k < 1:
+        raise GensisError(f"views={path} has no generated views per tile; generate some "
+                          f"(generate.views_per_tile) or switch them off with gen.p=0")
+    if need_interpolations and m < 1:
+        raise GensisError(f"views={path} has no interpolated images; generate some "
+                          f"(generate.interpolations) or switch the task off with disentangle.weight=0")
+    return ViewsInfo(path=path, views_per_tile=int(k), interpolations=int(m), image_size=int(size))

@@ -1,0 +1,42 @@
+"""Config of ``gensis stage3`` (Gen-DINO, METHOD.md stage 4): the stage-1 recipe plus two switches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from gensis.config.stage1 import Stage1Config
+from gensis.config.tile import _help
+
+
+@dataclass(frozen=True)
+class GenViewsConfig:
+    p: float = _help("probability that a sample's second global crop comes from one of its generated views "
+                     "(0: off)", 0.5)
+
+    def __post_init__(self):
+        if not 0.0 <= self.p <= 1.0:
+            raise ValueError(f"gen.p must be in [0, 1], got {self.p}")
+
+
+@dataclass(frozen=True)
+class DisentangleConfig:
+    weight: float = _help("lambda of L_dino + lambda * L_dis on interpolated images (0: off)", 1.0)
+
+    def __post_init__(self):
+        if self.weight < 0:
+            raise ValueError(f"disentangle.weight must be >= 0, got {self.weight}")
+
+
+@dataclass(frozen=True)
+class Stage3Config(Stage1Config):
+    views: Optional[str] = _help("views.h5 of gensis generate for data.path (needed unless both parts are off)",
+                                 None)
+    init: Optional[str] = _help("start the backbone from weights: an encoder run dir or a .safetensors/.pth file "
+                                "(default: from scratch)", None)
+    gen: GenViewsConfig = _help("generated views as positives", factory=GenViewsConfig)
+    disentangle: DisentangleConfig = _help("the disentanglement pretext task", factory=DisentangleConfig)
+
+    @property
+    def uses_views(self) -> bool:
+        return self.gen.p > 0 or self.disentangle.weight > 0

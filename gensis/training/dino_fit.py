@@ -1,0 +1,49 @@
+"""Fit a DINO-style module (stage 1 or stage 3) on a dataset: trainer, loader, encoder export, plots."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from gensis.config.stage1 import Stage1Config
+from gensis.errors import GensisError
+from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD, save_encoder
+from gensis.training.dino_module import DINOModule
+from gensis.training.encoder_callbacks import DDPConsistency, EncoderExport, KNNMonitor
+from gensis.training.run_dir import merge_metrics, plot_metrics
+from gensis.training.trainer import make_trainer
+
+
+def fit_dino(cfg: Stage1Config, dataset: Dataset, make_module: Callable[[int, int], DINOModule], out: Path,
+             ckpt: Path | None, curves: tuple[str, ...], title: str) -> tuple[L.Trainer, DINOModule]:
+    """Train ``make_module(steps_per_epoch, world_size)`` on ``dataset`` for ``cfg.optim.epochs``.
+
+    The teacher backbone is exported (``encoder.safetensors`` + ``encoder.json``) and
+    ``metrics.csv`` rebuilt after every epoch; at the end ``loss.png`` plots ``curves``.
+    """
+    callbacks: list = [EncoderExport(), DDPConsistency()]
+    if cfg.data.val:
+        callbacks.append(KNNMonitor(cfg.data.val, cfg.trainer.eval_every, cfg.data.batch_size, cfg.data.workers,
+                                    cfg.backbone.img_size, IMAGENET_MEAN, IMAGENET_STD))
+    trainer = make_trainer(cfg.trainer, out, callbacks, epochs=cfg.optim.epochs, progress=cfg.progress)
+    per_step = cfg.data.batch_size * trainer.world_size
+    if len(dataset) < per_step:
+        raise GensisError(f"data.path={cfg.data.path}: {len(dataset)} tiles, fewer than one batch "
+                          f"({cfg.data.batch_size} x {trainer.world_size} devices); lower data.batch_size")
+    # each rank gets ceil(N / world) samples (the distributed sampler pads), then drops its last partial batch
+    steps_per_epoch = math.ceil(len(dataset) / trainer.world_size) // cfg.data.batch_size
+    module = make_module(steps_per_epoch, trainer.world_size)
+    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
+                        num_workers=cfg.data.workers, persistent_workers=cfg.data.workers > 0,
+                        pin_memory=torch.cuda.is_available())
+    trainer.fit(module, loader, ckpt_path=str(ckpt) if ckpt else None)
+    if trainer.is_global_zero:
+        save_encoder(out, module.teacher.backbone, module.encoder_spec())
+        merge_metrics(out)
+        plot_metrics(out / "metrics.csv", out / "loss.png", curves, title=title)
+    return trainer, module

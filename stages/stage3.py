@@ -1,0 +1,122 @@
+"""Stage 3: Gen-DINO (Gen-SIS, Belagali et al. 2024; METHOD.md stage 4).
+
+DINO with the stage-1 recipe (same schedules, from scratch unless ``init=``), plus two
+parts that can each be switched off for ablations:
+
+- generated views (``gen.p``): with probability p a sample's second global crop is cut from
+  one of its generated views, so the global pair is (real tile, generated view);
+- disentanglement (``disentangle.weight`` = lambda): the student sees a view of an
+  interpolated image, its target is the teacher's outputs on views of the two source
+  tiles mixed by alpha before centring and sharpening (gensis/losses/disentangle.py).
+
+Loss: L_dino + lambda * L_dis. Checkpoint, resume, DDP, bf16, logs and the encoder export
+are those of stage 1 (gensis/training/dino_module.py, dino_fit.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from gensis.config.stage3 import Stage3Config
+from gensis.data.gen_dino_tiles import GenDINOTiles
+from gensis.data.tile_source import open_tiles
+from gensis.data.views_store import check_views_store
+from gensis.errors import GensisError
+from gensis.losses.disentangle import DisentanglementLoss
+from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD
+from gensis.training.dino_fit import fit_dino
+from gensis.training.dino_module import DINOModule
+from gensis.training.run_dir import prepare_run_dir
+
+
+class GenDINOModule(DINOModule):
+    def __init__(self, cfg: Stage3Config, steps_per_epoch: int, world_size: int = 1):
+        super().__init__(cfg, steps_per_epoch, world_size)
+        self.disentangle_loss = DisentanglementLoss(cfg.dino.student_temp)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx):
+        """``augment.on_gpu``: cut every crop on the device, the generated ones included."""
+        if self.batch_augment is None or not self.training:
+            return batch
+        c, a, make = self.cfg.crops, self.cfg.augment, self.batch_augment
+        crops = make(batch["image"])
+        if self.cfg.gen.p > 0:
+            generated = make.view(batch["generated_image"].float() / 255.0, c.global_size, c.global_scale, 0.1,
+                                  a.solarize)
+            crops[1] = torch.where(batch["generated"][:, None, None, None], generated, crops[1])
+        batch["image"] = crops
+        if "interp" in batch:
+            batch["interp"] = [make.view(x.float() / 255.0, c.global_size, c.global_scale, 0.5, 0.0)
+                               for x in batch["interp"]]
+        return batch
+
+    def losses(self, batch: dict, teacher_temp: float) -> dict[str, torch.Tensor]:
+        """L_dino on the multi-crops (+ lambda * L_dis on the interpolated views): ``loss``, ``dino``, ..."""
+        crops, n_global = batch["image"], self.cfg.crops.n_global
+        interp = batch.get("interp")
+        b = crops[0].shape[0]
+        # the interpolated view goes right after the global crops, so equal sizes share one backbone call
+        student_in = [*crops[:n_global], *([interp[0]] if interp else []), *crops[n_global:]]
+        with torch.no_grad():
+            teacher_out = self.teacher([*crops[:n_global], *(interp[1:] if interp else [])])
+        student_out = self.student(student_in)
+        split = n_global * b
+        student_dino = student_out if not interp else torch.cat([student_out[:split], student_out[split + b:]])
+        dino = self.loss(student_out=student_dino, teacher_out=teacher_out[:split], n_crops=self.n_crops,
+                         teacher_temp=teacher_temp)
+        parts = {"dino": dino, "generated_share": batch["generated"].float().mean()}
+        loss = dino
+        if interp:
+            first, second = teacher_out[split:].chunk(2)
+            dis = self.disentangle_loss(student_out[split:split + b], first, second, batch["alpha"],
+                                        self.loss.center, teacher_temp)
+            loss = loss + self.cfg.disentangle.weight * dis
+            parts["disentangle"] = dis
+        return {"loss": loss, **parts}
+
+
+def init_weights(path: str) -> str:
+    """``init=``: an encoder run dir (its encoder.safetensors) or a weights file."""
+    target = Path(path)
+    if target.is_dir():
+        target = target / "encoder.safetensors"
+        if not target.is_file():
+            raise GensisError(f"init={path}: no encoder.safetensors in that folder; give an encoder run dir "
+                              f"(gensis stage1) or a weights file")
+    elif not target.is_file():
+        raise GensisError(f"init={path}: no such file or folder")
+    return str(target)
+
+
+def run(cfg: Stage3Config) -> int:
+    if not cfg.data.path:
+        raise GensisError("give data.path=<tiles> (the tiles the views store was generated for)")
+    if cfg.uses_views and not cfg.views:
+        raise GensisError("give views=<views.h5> (gensis generate), or switch both parts off with gen.p=0 "
+                          "disentangle.weight=0")
+    if cfg.gen.p > 0 and cfg.crops.n_global < 2:
+        raise GensisError(f"gen.p={cfg.gen.p} pairs a real and a generated global crop: crops.n_global must be "
+                          f">= 2, got {cfg.crops.n_global}")
+    if cfg.init:
+        cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, weights=init_weights(cfg.init)))
+    tiles = open_tiles(cfg.data.path)
+    interpolations = cfg.disentangle.weight > 0
+    if cfg.uses_views:
+        check_views_store(cfg.views, tiles.keys, need_views=cfg.gen.p > 0, need_interpolations=interpolations,
+                          source=cfg.data.path)
+    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dataset = GenDINOTiles(tiles, cfg.views, cfg.gen.p, interpolations, cfg.crops, cfg.augment, IMAGENET_MEAN,
+                           IMAGENET_STD, on_device=cfg.augment.on_gpu)
+    curves = ("train/loss", "train/dino", *(("train/disentangle",) if interpolations else ()), "train/lr")
+    trainer, _ = fit_dino(cfg, dataset, lambda steps, world: GenDINOModule(cfg, steps, world), out, ckpt,
+                          curves=curves, title=f"stage 3 (Gen-DINO, gen.p={cfg.gen.p}, "
+                                               f"lambda={cfg.disentangle.weight})")
+    if trainer.is_global_zero:
+        print(f"stage 3 done: {trainer.global_step} steps -> {out} (encoder.safetensors, checkpoints/last.ckpt, "
+              f"metrics.csv, loss.png)")
+    return 0

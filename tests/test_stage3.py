@@ -1,0 +1,147 @@
+"""stage3 (Gen-DINO) at experiment=tiny on real tiles: each part on and off, resume, the views-store check."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from gensis.config.augment import AugmentConfig, CropConfig
+from gensis.data.gen_dino_tiles import GenDINOTiles
+from gensis.data.tile_source import open_tiles
+from gensis.data.views_store import ViewsPart, ViewsPlan, join_parts, keys_sha, part_path
+from gensis.models.backbone import load_encoder
+from tests.conftest import run_cli
+
+
+def write_views(path, keys, views_per_tile=2, interpolations=6, size=16, fill=None):
+    """A views store in the generate format; images are noise (or ``fill``), drawn without a model."""
+    plan = ViewsPlan(n_tiles=len(keys), views_per_tile=views_per_tile, interpolations=interpolations,
+                     image_size=size, batch_size=8, seed=0, sampler="none", steps=0, guidance_scale=1.0,
+                     alpha_low=0.2, alpha_high=0.8, encoder="test", diffusion="test", keys_sha=keys_sha(keys))
+    rng = np.random.default_rng(0)
+    part = ViewsPart(part_path(path, 0, 1), plan, range(plan.n_batches))
+    for batch in part.todo():
+        n = len(plan.batch_jobs(batch))
+        images = (np.full((n, size, size, 3), fill, np.uint8) if fill is not None
+                  else rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
+        part.write(batch, images)
+    part.close()
+    return join_parts(path, plan, 1, keys, {})
+
+
+@pytest.fixture(scope="module")
+def views(lung_tiles, tmp_path_factory):
+    return write_views(tmp_path_factory.mktemp("views") / "views.h5", open_tiles(lung_tiles).keys)
+
+
+def metrics(run):
+    return list(csv.DictReader(open(run / "metrics.csv")))
+
+
+def stage3(lung_tiles, out, *args):
+    return run_cli("stage3", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1", *args)
+
+
+@pytest.fixture(scope="module")
+def gen_dino_run(lung_tiles, views, tmp_path_factory):
+    out = tmp_path_factory.mktemp("s3") / "s3"
+    result = stage3(lung_tiles, out, f"views={views}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_stage3_trains_with_both_parts_and_exports_the_encoder(gen_dino_run):
+    rows = metrics(gen_dino_run)
+    assert len(rows) == 36 // 8
+    for row in rows:
+        total = float(row["train/dino"]) + 1.0 * float(row["train/disentangle"])   # disentangle.weight = 1
+        assert float(row["train/loss"]) == pytest.approx(total, rel=1e-5)
+    shares = [float(r["train/generated_share"]) for r in rows]
+    assert 0 < np.mean(shares) < 1                                   # gen.p = 0.5 pairs about half the samples
+    model, spec = load_encoder(gen_dino_run)
+    assert spec.embed_dim == 64 and (gen_dino_run / "loss.png").is_file()
+
+
+@pytest.mark.parametrize("parts, columns, share", [
+    (("gen.p=1", "disentangle.weight=0"), {"train/dino"}, 1.0),
+    (("gen.p=0", "disentangle.weight=0.5"), {"train/dino", "train/disentangle"}, 0.0),
+    (("gen.p=0", "disentangle.weight=0", "views=null"), {"train/dino"}, 0.0),   # plain DINO, no views store needed
+])
+def test_each_part_switches_off(lung_tiles, views, tmp_path, parts, columns, share):
+    result = stage3(lung_tiles, tmp_path / "run", f"views={views}", *parts)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = metrics(tmp_path / "run")
+    present = {key for key in ("train/dino", "train/disentangle") if rows[0].get(key)}
+    assert present == columns
+    assert all(float(r["train/generated_share"]) == share for r in rows)
+    if "train/disentangle" in columns:
+        expected = [float(r["train/dino"]) + 0.5 * float(r["train/disentangle"]) for r in rows]
+        np.testing.assert_allclose([float(r["train/loss"]) for r in rows], expected, rtol=1e-5)
+
+
+def test_stage3_resumes_from_its_checkpoint(gen_dino_run, lung_tiles, views, tmp_path):
+    out = tmp_path / "s3"
+    shutil.copytree(gen_dino_run, out)
+    refused = stage3(lung_tiles, out, f"views={views}", "optim.epochs=2")
+    assert refused.returncode == 2 and "resume=true" in refused.stderr
+    center = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert center["loss.center"].abs().sum() > 0
+    result = stage3(lung_tiles, out, f"views={views}", "optim.epochs=2", "resume=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == 2 * (36 // 8)
+    assert [int(r["step"]) for r in metrics(out)] == list(range(8))
+
+
+def test_stage3_with_augmentations_batched_on_the_device(lung_tiles, views, tmp_path):
+    result = stage3(lung_tiles, tmp_path / "run", f"views={views}", "augment.on_gpu=true",
+                    "augment.source_size=32", "gen.p=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {float(r["train/generated_share"]) for r in metrics(tmp_path / "run")} == {1.0}
+
+
+def test_stage3_refuses_a_views_store_of_other_tiles(lung_tiles, views, tmp_path):
+    keys = open_tiles(lung_tiles).keys
+    fewer = write_views(tmp_path / "fewer.h5", keys[:-1])
+    result = stage3(lung_tiles, tmp_path / "a", f"views={fewer}")
+    assert result.returncode == 2
+    assert f"holds views of {len(keys) - 1} tiles but data.path={lung_tiles} has {len(keys)}" in result.stderr
+    renamed = write_views(tmp_path / "renamed.h5", [*keys[:3], "other/tile.png", *keys[4:]])
+    result = stage3(lung_tiles, tmp_path / "b", f"views={renamed}")
+    assert result.returncode == 2 and "tile 3 is" in result.stderr and "other/tile.png" in result.stderr
+    missing = stage3(lung_tiles, tmp_path / "c")
+    assert missing.returncode == 2 and "give views=" in missing.stderr
+    assert not (tmp_path / "a").exists()                       # nothing written before the check
+
+
+def test_stage3_starts_from_given_weights(gen_dino_run, lung_tiles, tmp_path):
+    result = stage3(lung_tiles, tmp_path / "run", "views=null", "gen.p=0", "disentangle.weight=0",
+                    f"init={gen_dino_run}", "trainer.max_steps=1", "optim.lr=0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    start, _ = load_encoder(gen_dino_run)
+    after, _ = load_encoder(tmp_path / "run")       # lr 0 and momentum ~1: the teacher stays at the init
+    for a, b in zip(start.state_dict().values(), after.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    bad = stage3(lung_tiles, tmp_path / "bad", "views=null", "gen.p=0", "disentangle.weight=0",
+                 f"init={tmp_path / 'nowhere'}")
+    assert bad.returncode == 2 and "init=" in bad.stderr
+
+
+def test_generated_crops_come_from_the_views_store(lung_tiles, tmp_path):
+    """With p = 1 the second global crop is cut from a generated view; interpolated items carry their sources."""
+    tiles = open_tiles(lung_tiles)
+    path = write_views(tmp_path / "black.h5", tiles.keys, fill=0)   # every generated image black
+    plain = AugmentConfig(color_jitter=0, grayscale=0, hed_jitter=0, blur=False, solarize=0)
+    crops = CropConfig(global_size=16, local_size=8, n_local=2)
+    dataset = GenDINOTiles(tiles, path, 1.0, True, crops, plain, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    item = dataset[0]
+    first, second = item["image"][:2]
+    assert item["generated"] and torch.all(second == -1.0)          # black, normalised with mean = std = 0.5
+    assert first.std() > 0.05                                       # the real tile
+    interp, source1, source2 = item["interp"]
+    assert torch.all(interp == -1.0) and source1.std() > 0.05 and source2.std() > 0.05
+    assert 0.2 <= item["alpha"] <= 0.8
+    never = GenDINOTiles(tiles, path, 0.0, False, crops, plain, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))[0]
+    assert not never["generated"] and never["image"][1].std() > 0.05 and "interp" not in never
