@@ -1,20 +1,27 @@
-"""Encoder quality at a given recipe on a labeled tile dataset (class subfolders, optional groups.csv).
+"""Encoder quality of the whole pipeline on a labeled tile dataset (class subfolders, optional groups.csv).
 
-    python benchmarks/quality.py DATASET_DIR [--recipe cpu_small] [--seeds 0 1 2] [--out benchmarks/out/quality]
+    python benchmarks/quality.py DATASET_DIR [--recipe cpu_quality] [--seeds 0 1 2] [--out DIR]
+                                 [--stage3 gen.p=0.5 disentangle.weight=1.0 ...]
 
-For each seed: split the tiles by group (never by file when groups.csv exists), train
-stage 1 on the training tiles only, then ``gensis eval`` the encoder and an untrained
-encoder of the same architecture (``encoder=random``) on the same split. Reports kNN and
-linear balanced accuracy, macro-F1 and AUC (mean and spread over seeds) as a Markdown
-table and a plot, plus wall-clock time per stage. The stage-3 issue adds stages 2, 3 and
-the ablations to this same script.
+1. Split the tiles into train and test BY GROUP (groups.csv; by tile otherwise) with
+   ``--split-seed``, resized once to ``--px`` PNG folders; the self-supervised stages see
+   ``--ssl-tiles`` training tiles (all, with 0), labels never.
+2. Once per split: stage 1 (first seed) -> stage 2 on its embeddings -> generate (views.h5).
+3. Per seed, with the same epochs and compute: stage 1, stage 3 (Gen-DINO) and the two
+   ablations (no disentanglement: ``disentangle.weight=0``; no generated views: ``gen.p=0``).
+4. ``gensis eval`` every encoder and an untrained one (kNN and linear probe, the whole
+   training split as the probe's training set): balanced accuracy, macro-F1 and AUC, mean
+   and spread over seeds, and stage 3's gain over stage 1 paired by seed.
+
+Writes quality.json, quality.md (table) and quality.png (plot) in ``--out``. Every step is
+resumable: run the same command again after a kill.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -28,77 +35,147 @@ sys.path.insert(0, str(ROOT))
 from gensis.data.tile_source import ImageFolderTiles  # noqa: E402
 from gensis.evaluation.split import train_test_split  # noqa: E402
 
+VARIANTS = {"stage3": [], "stage3_no_disentangle": ["disentangle.weight=0"], "stage3_no_generated": ["gen.p=0"]}
+ENCODERS = ["random", "stage1", *VARIANTS]
+METRICS = ("balanced_accuracy", "macro_f1", "auc")
+
 
 def gensis(*args: str) -> float:
     """Run a gensis command; returns its wall-clock seconds."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "gensis", *args], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "gensis", *args, "progress=false"], check=True, cwd=ROOT)
     return time.perf_counter() - start
 
 
-def link_split(dataset: Path, keys: list[str], target: Path) -> None:
-    """A folder of symlinks (class subfolders kept) holding only ``keys``."""
-    for key in keys:
-        link = target / key
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink((dataset / key).resolve(), link)
+def once(marker: Path, work) -> float:
+    """Run ``work()`` (returns seconds) unless ``marker`` says it finished; the marker keeps the seconds."""
+    if marker.is_file():
+        return json.loads(marker.read_text())["seconds"]
+    seconds = work()
+    marker.write_text(json.dumps({"seconds": seconds}))
+    return seconds
+
+
+def train(command: str, run: Path, *args: str) -> float:
+    """A training command into ``run`` that resumes from its checkpoint after a kill."""
+    def work():
+        resume = ["resume=true"] if (run / "checkpoints" / "last.ckpt").is_file() else []
+        return gensis(command, f"out={run}", *args, *resume)
+
+    run.parent.mkdir(parents=True, exist_ok=True)
+    return once(run.parent / f"{run.name}.done.json", work)
+
+
+def write_split(dataset: Path, tiles: ImageFolderTiles, indices, target: Path, px: int) -> None:
+    """Resized PNG copies of ``indices`` (class subfolders kept) and their groups.csv rows."""
+    from PIL import Image
+
+    if (target / "groups.csv").is_file():
+        return
+    rows = []
+    for i in indices:
+        key = tiles.keys[i]
+        path = target / Path(key).with_suffix(".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(dataset / key) as image:
+            image.convert("RGB").resize((px, px), Image.Resampling.BICUBIC).save(path)
+        group = tiles.groups[i] if tiles.groups is not None else key
+        rows.append({"file": str(Path(key).with_suffix(".png")), "label": tiles.classes[tiles.labels[i]],
+                     "group": group})
+    with open(target / "groups.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["file", "label", "group"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def evaluate(encoder: str, out: Path, data: Path, recipe: str, seed: int) -> dict:
+    if not (out / "metrics.json").is_file():
+        gensis("eval", f"encoder={encoder}", f"data.train={data / 'train'}", f"data.test={data / 'test'}",
+               f"out={out}", f"experiment={recipe}", f"seed={seed}", "data.workers=2")
+    scores = json.loads((out / "metrics.json").read_text())
+    return {probe: {key: scores[probe][key] for key in METRICS} for probe in ("knn", "linear")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path)
-    parser.add_argument("--recipe", default="cpu_small", help="experiment preset for stage 1")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "quality")
+    parser.add_argument("--recipe", default="cpu_quality", help="experiment preset of every command")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=float, default=0.3)
-    parser.add_argument("overrides", nargs="*", help="extra stage1 key=value overrides")
+    parser.add_argument("--px", type=int, default=64, help="tiles are resized once to this size")
+    parser.add_argument("--ssl-tiles", type=int, default=1500, help="training tiles the SSL stages see (0: all)")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/out/quality_<recipe>")
+    parser.add_argument("--stage3", nargs="*", default=[], help="extra stage3 key=value overrides (all variants)")
+    parser.add_argument("--generate", nargs="*", default=[], help="extra generate key=value overrides")
     args = parser.parse_args()
+    out = args.out or ROOT / "benchmarks" / "out" / f"quality_{args.recipe}"
+    data = out / "data"
+    started = time.perf_counter()
 
     tiles = ImageFolderTiles(args.dataset, labels=True)
+    train_idx, test_idx = train_test_split(tiles.labels, tiles.groups, args.test_fraction, args.split_seed)
+    rng = np.random.default_rng(args.split_seed)
+    ssl_idx = (np.sort(rng.choice(train_idx, args.ssl_tiles, replace=False))
+               if 0 < args.ssl_tiles < len(train_idx) else np.sort(train_idx))
+    for name, indices in (("train", train_idx), ("test", test_idx), ("ssl", ssl_idx)):
+        write_split(args.dataset, tiles, indices, data / name, args.px)
+    recipe = f"experiment={args.recipe}"
     results = {"dataset": args.dataset.name, "recipe": args.recipe, "n_tiles": len(tiles), "classes": tiles.classes,
-               "split": "by group" if tiles.groups is not None else "stratified by tile", "seeds": {}}
+               "split": "by group" if tiles.groups is not None else "stratified by tile",
+               "n_train": len(train_idx), "n_test": len(test_idx), "n_ssl": len(ssl_idx),
+               "stage3_overrides": args.stage3, "seconds": {}, "seeds": {}}
+
+    first = args.seeds[0]
+    seconds = results["seconds"]
+    seconds["stage1"] = {}
+    seconds["stage1"][first] = train("stage1", out / f"seed{first}" / "stage1", f"data.path={data / 'ssl'}",
+                                     recipe, f"seed={first}")
+    generator = out / "generator"
+    seconds["stage2"] = train("stage2", generator / "stage2", f"data.path={data / 'ssl'}",
+                              f"encoder={out / f'seed{first}' / 'stage1'}", recipe, f"seed={args.split_seed}")
+    views = generator / "views.h5"
+    seconds["generate"] = once(generator / "views.done.json", lambda: gensis(
+        "generate", f"diffusion={generator / 'stage2'}", f"encoder={out / f'seed{first}' / 'stage1'}",
+        f"data.path={data / 'ssl'}", f"out={views}", recipe, f"seed={args.split_seed}", *args.generate))
+    random_scores = evaluate("random", out / "eval_random", data, args.recipe, args.split_seed)
+
     for seed in args.seeds:
-        run = args.out / f"seed{seed}"
-        train, test = train_test_split(tiles.labels, tiles.groups, args.test_fraction, seed)
-        link_split(args.dataset, [tiles.keys[i] for i in train], run / "train")
-        link_split(args.dataset, [tiles.keys[i] for i in test], run / "test")
-        done_file = run / "stage1_done.json"
-        if done_file.is_file():
-            seconds = json.loads(done_file.read_text())
-        else:
-            resume = ["resume=true"] if (run / "stage1" / "checkpoints" / "last.ckpt").is_file() else []
-            seconds = {"stage1": gensis("stage1", f"data.path={run / 'train'}", f"out={run / 'stage1'}",
-                                        f"experiment={args.recipe}", f"seed={seed}", "progress=false",
-                                        *resume, *args.overrides)}
-            done_file.write_text(json.dumps(seconds))
-        scores = {}
-        for name, encoder in (("stage1", str(run / "stage1")), ("random", "random")):
-            out = run / f"eval_{name}"
-            seconds[f"eval_{name}"] = gensis("eval", f"encoder={encoder}", f"data.train={run / 'train'}",
-                                             f"data.test={run / 'test'}", f"out={out}", f"experiment={args.recipe}",
-                                             f"seed={seed}", "progress=false", "data.workers=2")
-            scores[name] = json.loads((out / "metrics.json").read_text())
-        results["seeds"][seed] = {"seconds": seconds, "n_train": len(train), "n_test": len(test),
-                                  "scores": {n: {p: {k: s[p][k] for k in ("balanced_accuracy", "macro_f1", "auc")}
-                                                 for p in ("knn", "linear")} for n, s in scores.items()}}
-        (args.out / "quality.json").write_text(json.dumps(results, indent=2))
-    summarise(results, args.out)
+        run = out / f"seed{seed}"
+        seconds["stage1"][seed] = train("stage1", run / "stage1", f"data.path={data / 'ssl'}", recipe,
+                                        f"seed={seed}")
+        for variant, overrides in VARIANTS.items():
+            seconds.setdefault(variant, {})[seed] = train(
+                "stage3", run / variant, f"data.path={data / 'ssl'}", f"views={views}", recipe, f"seed={seed}",
+                *args.stage3, *overrides)
+        scores = {"random": random_scores}
+        for name in ("stage1", *VARIANTS):
+            scores[name] = evaluate(str(run / name), run / f"eval_{name}", data, args.recipe, seed)
+        results["seeds"][seed] = scores
+        results["wall_seconds"] = time.perf_counter() - started
+        (out / "quality.json").write_text(json.dumps(results, indent=2))
+    summarise(results, out)
+
+
+def values(results: dict, name: str, probe: str, key: str) -> np.ndarray:
+    return np.array([s[name][probe][key] for s in results["seeds"].values()], float)
+
+
+def cell(v: np.ndarray, signed: bool = False) -> str:
+    mean = f"{v.mean():+.3f}" if signed else f"{v.mean():.3f}"
+    return mean + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else "")
 
 
 def summarise(results: dict, out: Path) -> None:
     rows = ["| encoder | kNN bal. acc | kNN macro-F1 | kNN AUC | linear bal. acc | linear macro-F1 | linear AUC |",
             "|---|---|---|---|---|---|---|"]
-    means = {}
-    for name in ("random", "stage1"):
-        cells = []
-        for probe in ("knn", "linear"):
-            for key in ("balanced_accuracy", "macro_f1", "auc"):
-                values = np.array([s["scores"][name][probe][key] for s in results["seeds"].values()], float)
-                means[(name, probe, key)] = values
-                spread = f" ± {values.std(ddof=1):.3f}" if len(values) > 1 else ""
-                cells.append(f"{values.mean():.3f}{spread}")
-        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name in ENCODERS:
+        rows.append(f"| {name} | " + " | ".join(cell(values(results, name, p, k)) for p in ("knn", "linear")
+                                                 for k in METRICS) + " |")
+    for name in VARIANTS:
+        gains = [cell(values(results, name, p, k) - values(results, "stage1", p, k), signed=True)
+                 for p in ("knn", "linear") for k in METRICS]
+        rows.append(f"| {name} - stage1 (paired by seed) | " + " | ".join(gains) + " |")
     table = "\n".join(rows)
     (out / "quality.md").write_text(table + "\n")
     print(table)
@@ -107,16 +184,20 @@ def summarise(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    names = ["random", "stage1"]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    x = np.arange(len(ENCODERS))
     for offset, probe in ((-0.2, "knn"), (0.2, "linear")):
-        values = [means[(n, probe, "balanced_accuracy")] for n in names]
-        ax.bar(np.arange(len(names)) + offset, [v.mean() for v in values], width=0.4,
-               yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in values], label=probe, capsize=3)
-    ax.set_xticks(range(len(names)), names)
+        v = [values(results, n, probe, "balanced_accuracy") for n in ENCODERS]
+        ax.bar(x + offset, [a.mean() for a in v], width=0.4, label=probe, capsize=3,
+               yerr=[a.std(ddof=1) if len(a) > 1 else 0 for a in v])
+        for i, a in enumerate(v):
+            ax.scatter(np.full(len(a), i + offset), a, color="black", s=8, zorder=3)
+    low = min(values(results, n, p, "balanced_accuracy").min() for n in ENCODERS for p in ("knn", "linear"))
+    ax.set_ylim(max(0.0, low - 0.05), 1.0)
+    ax.set_xticks(x, [n.replace("stage3_", "stage3\n") for n in ENCODERS])
     ax.set_ylabel("balanced accuracy")
-    ax.set_title(f"{results['dataset']} ({results['recipe']}, {len(results['seeds'])} seed(s))")
-    ax.legend()
+    ax.set_title(f"{results['dataset']} ({results['recipe']}, {len(results['seeds'])} seed(s); dots: seeds)")
+    ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "quality.png", dpi=100)
 

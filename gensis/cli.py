@@ -9,7 +9,6 @@ import dataclasses
 import importlib
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from gensis.errors import GensisError
@@ -56,31 +55,6 @@ def run_synth(cfg) -> int:
     return 0
 
 
-def run_demo(cfg) -> int:
-    from gensis.config.tile import TileConfig
-    from gensis.slides.synthetic import write_synthetic_slide
-    from gensis.slides.tiling import print_summary, run_tiling
-
-    out = Path(cfg.out)
-    slide = out / "slides" / "synthetic.svs"
-    if not slide.is_file():
-        print(f"[1/2] writing the built-in synthetic slide -> {slide}")
-        write_synthetic_slide(slide, cfg.slide_size, cfg.slide_size, cfg.slide_mpp, progress=cfg.progress)
-    else:
-        print(f"[1/2] synthetic slide already there: {slide}")
-    print(f"[2/2] tiling at {cfg.tile.mpp} um/px, {cfg.tile.size} px -> {out / 'tiling'}")
-    summary = run_tiling(TileConfig(slides=str(slide), out=str(out / "tiling"), tile=cfg.tile,
-                                    workers=cfg.workers, progress=cfg.progress))
-    print_summary(summary)
-    tiling = out / "tiling"
-    print("\noutputs:")
-    print(f"  tiles        {tiling / 'tiles.h5'}  (images, slide, coords, label)")
-    print(f"  coordinates  {tiling / 'coords'}")
-    print(f"  QC picture   {tiling / 'qc' / 'synthetic.png'}")
-    print(f"  manifest     {tiling / 'manifest.csv'}")
-    return 1 if summary.failed else 0
-
-
 COMMANDS = {
     "tile": Command("tile", "cut whole-slide images into tissue tiles (coords, tiles.h5 or images, QC, manifest)",
                     "gensis.config.tile:TileConfig", "gensis.cli:run_tile"),
@@ -102,8 +76,8 @@ COMMANDS = {
                       "interpolations", "gensis.config.stage3:Stage3Config", "stages.stage3:run"),
     "synth": Command("synth", "write the built-in synthetic H&E-like slide with known tissue regions",
                      "gensis.config.demo:SynthConfig", "gensis.cli:run_synth"),
-    "demo": Command("demo", "run the pipeline end to end on the built-in synthetic slide",
-                    "gensis.config.demo:DemoConfig", "gensis.cli:run_demo"),
+    "demo": Command("demo", "the whole pipeline on the built-in synthetic slide, ending in report.md",
+                    "gensis.config.demo:DemoConfig", "gensis.demo_run:run"),
 }
 
 

@@ -47,6 +47,16 @@ def synthetic_slide(tmp_path_factory) -> Path:
     return write_synthetic_slide(tmp_path_factory.mktemp("synthetic") / "synthetic.svs", 1024, 1024, 0.5)
 
 
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """``gensis demo experiment=tiny``: the whole pipeline on a small synthetic slide (its stdout is kept)."""
+    root = tmp_path_factory.mktemp("demo")
+    result = run_cli("demo", f"out={root / 'demo'}", "experiment=tiny", cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (root / "first_run.log").write_text(result.stdout)
+    return root / "demo"
+
+
 def run_cli(*args, cwd=None):
     """Run ``gensis`` in a fresh process; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "gensis", *map(str, args)], capture_output=True, text=True,

@@ -68,15 +68,6 @@ def test_value_checks_name_the_key():
         compose_config("tile", TileConfig, ["slides=a", "out=b", "tile.min_tissue=2"])
 
 
-def test_demo_tiny_runs_and_resumes(tmp_path):
-    first = run_cli("demo", f"out={tmp_path / 'demo'}", "experiment=tiny", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert (tmp_path / "demo" / "tiling" / "tiles.h5").is_file()
-    assert (tmp_path / "demo" / "tiling" / "qc" / "synthetic.png").is_file()
-    second = run_cli("demo", f"out={tmp_path / 'demo'}", "experiment=tiny", cwd=tmp_path)
-    assert second.returncode == 0 and "already there" in second.stdout and "1 already done" in second.stdout
-
-
 @pytest.mark.parametrize("preset", ["tiny", "demo", "cpu_small", "paper"])
 def test_every_preset_composes_for_every_command(preset):
     from gensis.cli import COMMANDS, _all_blocks

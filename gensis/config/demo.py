@@ -32,7 +32,8 @@ class DemoConfig:
     slide_size: int = _help("side of the built-in synthetic slide in pixels", 4096)
     slide_mpp: float = _help("resolution of the synthetic slide", 0.5)
     tile: TileParams = _help("tiling parameters", factory=lambda: TileParams(mpp=1.0, size=64, format="h5"))
-    workers: int = _help("parallel worker processes", 2)
+    workers: int = _help("parallel worker processes for tiling", 2)
+    recipe: str = _help("experiment preset every step runs with (configs/experiment/)", "demo")
     progress: bool = _help("show progress bars", True)
 
     def __post_init__(self):
