@@ -2,6 +2,7 @@
 
     python benchmarks/quality.py DATASET_DIR [--recipe cpu_quality] [--seeds 0 1 2] [--out DIR]
                                  [--stage3 gen.p=0.5 disentangle.weight=1.0 ...]
+    python benchmarks/quality.py DATASET_DIR --recipe gpu_quality --autoencoder --px 224 --ssl-tiles 0
 
 1. Split the tiles into train and test BY GROUP (groups.csv; by tile otherwise) with
    ``--split-seed``, resized once to ``--px`` PNG folders; the self-supervised stages see
@@ -108,6 +109,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/out/quality_<recipe>")
     parser.add_argument("--stage3", nargs="*", default=[], help="extra stage3 key=value overrides (all variants)")
     parser.add_argument("--generate", nargs="*", default=[], help="extra generate key=value overrides")
+    parser.add_argument("--autoencoder", action="store_true",
+                        help="latent-space stage 2: train gensis autoencoder on the SSL tiles first (GPU recipe)")
+    parser.add_argument("--autoencoder-epochs", type=int, default=10)
     args = parser.parse_args()
     out = args.out or ROOT / "benchmarks" / "out" / f"quality_{args.recipe}"
     data = out / "data"
@@ -132,8 +136,13 @@ def main() -> None:
     seconds["stage1"][first] = train("stage1", out / f"seed{first}" / "stage1", f"data.path={data / 'ssl'}",
                                      recipe, f"seed={first}")
     generator = out / "generator"
+    latent = []
+    if args.autoencoder:
+        seconds["autoencoder"] = train("autoencoder", generator / "autoencoder", f"data.path={data / 'ssl'}", recipe,
+                                       f"seed={args.split_seed}", f"train.epochs={args.autoencoder_epochs}")
+        latent = [f"generator.vae={generator / 'autoencoder' / 'vae'}"]
     seconds["stage2"] = train("stage2", generator / "stage2", f"data.path={data / 'ssl'}",
-                              f"encoder={out / f'seed{first}' / 'stage1'}", recipe, f"seed={args.split_seed}")
+                              f"encoder={out / f'seed{first}' / 'stage1'}", recipe, f"seed={args.split_seed}", *latent)
     views = generator / "views.h5"
     seconds["generate"] = once(generator / "views.done.json", lambda: gensis(
         "generate", f"diffusion={generator / 'stage2'}", f"encoder={out / f'seed{first}' / 'stage1'}",
