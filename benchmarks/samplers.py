@@ -4,7 +4,8 @@
 
 Trains (once; resumable) a CPU-scale stage-2 model (``experiment=cpu_small``: 32 px, pixel
 space) on the training tiles, conditioned on a stage-1 encoder, by default the cpu_small
-encoder and split that ``benchmarks/quality.py`` made on ``lc25000_lung_dev``. Then, on the
+encoder and split that the stage-1-only ``benchmarks/quality.py`` (commit 2360db0) made on
+``lc25000_lung_dev`` (``--encoder``, ``--train`` and ``--test`` take others). Then, on the
 same held-out tiles and the same noise seeds, draws views with DDIM 10/25/50 and
 DPM-Solver++ 10/20 at guidance 1, 2 and 3, and reports views/s (drawing only, 2 threads)
 and fidelity (mean cosine between a tile's embedding and its views' embeddings) beside

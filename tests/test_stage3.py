@@ -1,6 +1,7 @@
 """stage3 (Gen-DINO) at experiment=tiny on real tiles: each part on and off, resume, the views-store check."""
 
 import csv
+import json
 import shutil
 
 import numpy as np
@@ -93,6 +94,17 @@ def test_stage3_resumes_from_its_checkpoint(gen_dino_run, lung_tiles, views, tmp
     state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 2 * (36 // 8)
     assert [int(r["step"]) for r in metrics(out)] == list(range(8))
+
+
+def test_stage3_on_two_ddp_processes_in_bf16(lung_tiles, views, tmp_path):
+    """Both parts on, 2 processes, bf16 autocast: the processes end with one teacher."""
+    out = tmp_path / "ddp"
+    result = stage3(lung_tiles, out, f"views={views}", "trainer.devices=2", "trainer.strategy=ddp",
+                    "trainer.precision=bf16-mixed")
+    assert result.returncode == 0, result.stderr[-2000:]
+    check = json.loads((out / "ddp_check.json").read_text())
+    assert len(check["teacher_checksums"]) == 2 and check["consistent"]
+    assert all(np.isfinite(float(r["train/disentangle"])) for r in metrics(out))
 
 
 def test_stage3_with_augmentations_batched_on_the_device(lung_tiles, views, tmp_path):
