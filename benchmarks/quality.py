@@ -8,8 +8,10 @@
    ``--split-seed``, resized once to ``--px`` PNG folders; the self-supervised stages see
    ``--ssl-tiles`` training tiles (all, with 0), labels never.
 2. Once per split: stage 1 (first seed) -> stage 2 on its embeddings -> generate (views.h5).
-3. Per seed, with the same epochs and compute: stage 1, stage 3 (Gen-DINO) and the two
-   ablations (no disentanglement: ``disentangle.weight=0``; no generated views: ``gen.p=0``).
+3. Per seed, with the same epochs, steps and schedules: stage 1, stage 3 (Gen-DINO) and the
+   two ablations (no disentanglement: ``disentangle.weight=0``; no generated views:
+   ``gen.p=0``). The disentanglement task adds three images per sample (the interpolated one
+   and its two sources), so those runs cost about 30% more per step.
 4. ``gensis eval`` every encoder and an untrained one (kNN and linear probe, the whole
    training split as the probe's training set): balanced accuracy, macro-F1 and AUC, mean
    and spread over seeds, and stage 3's gain over stage 1 paired by seed.

@@ -3,9 +3,10 @@
 Steps (each one a gensis command with the ``recipe`` preset, run in this process): write the
 synthetic slide, tile it, stage 1, stage 2, generate, stage 3, and ``gensis eval`` of both
 encoders on the tiles' known texture labels. A finished step leaves a marker in
-``out/.steps``; a killed training step resumes from its checkpoint, so a second run
-finishes at once. The report shows loss curves, real tiles beside their generated views,
-an interpolation strip, and the kNN / linear results of stage 1 against stage 3.
+``out/.steps`` holding its command; a killed training step resumes from its checkpoint, so a
+second run finishes at once, and a run with other settings into the same ``out`` is refused.
+The report shows loss curves, real tiles beside their generated views, an interpolation
+strip, and the kNN / linear results of stage 1 against stage 3.
 """
 
 from __future__ import annotations
@@ -41,19 +42,27 @@ class Steps:
 
         self.index += 1
         marker = self.markers / f"{key}.json"
+        command = [name, *args, f"experiment={self.recipe}"]
+        started = self.markers / f"{key}.started.json"
+        for earlier in (marker, started):
+            if earlier.is_file() and json.loads(earlier.read_text())["command"] != command:
+                raise GensisError(f"out={self.out} holds a demo made with other settings (step '{key}' ran "
+                                  f"'{' '.join(json.loads(earlier.read_text())['command'])}'); choose another out= "
+                                  f"or delete {self.out}")
         if marker.is_file():
             self.seconds[key] = json.loads(marker.read_text())["seconds"]
             print(f"[{self.index}/{N_STEPS}] {title}: done already")
             return
         print(f"[{self.index}/{N_STEPS}] {title}", flush=True)
+        write_text(started, json.dumps({"command": command}))
         resume = ["resume=true"] if run_dir is not None and (run_dir / "checkpoints" / "last.ckpt").is_file() else []
         start = time.perf_counter()
-        code = main([name, *args, f"experiment={self.recipe}", f"progress={str(self.progress).lower()}", *resume])
+        code = main([*command, f"progress={str(self.progress).lower()}", *resume])
         if code != 0:
             raise GensisError(f"step '{key}' (gensis {name}) failed with exit code {code}; fix the cause above "
                               f"and run the demo again to resume")
         self.seconds[key] = time.perf_counter() - start
-        write_text(marker, json.dumps({"seconds": self.seconds[key]}))
+        write_text(marker, json.dumps({"seconds": self.seconds[key], "command": command}))
 
 
 def run(cfg: DemoConfig) -> int:

@@ -66,8 +66,9 @@ class GenDINOModule(DINOModule):
         student_out = self.student(student_in)
         split = n_global * b
         student_dino = student_out if not interp else torch.cat([student_out[:split], student_out[split + b:]])
+        # both terms see this step's centre c; it moves (with the global crops only) after both
         dino = self.loss(student_out=student_dino, teacher_out=teacher_out[:split], n_crops=self.n_crops,
-                         teacher_temp=teacher_temp)
+                         teacher_temp=teacher_temp, update_center=False)
         parts = {"dino": dino, "generated_share": batch["generated"].float().mean()}
         loss = dino
         if interp:
@@ -76,6 +77,7 @@ class GenDINOModule(DINOModule):
                                         self.loss.center, teacher_temp)
             loss = loss + self.cfg.disentangle.weight * dis
             parts["disentangle"] = dis
+        self.loss.update_center(teacher_out[:split])
         return {"loss": loss, **parts}
 
 

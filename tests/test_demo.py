@@ -34,6 +34,10 @@ def test_demo_runs_every_step_writes_the_report_and_resumes(tiny_demo, tmp_path)
     assert third.returncode == 0, third.stderr[-3000:]
     assert third.stdout.count("done already") == 7 and "stage 3 done" in third.stdout
 
+    # other settings into the same folder would mix runs: refused, naming the step
+    other = run_cli("demo", f"out={out}", "experiment=tiny", "slide_size=2048", cwd=tmp_path)
+    assert other.returncode == 2 and "other settings" in other.stderr and "'slide'" in other.stderr
+
 
 def test_demo_names_a_missing_recipe(tmp_path):
     result = run_cli("demo", f"out={tmp_path / 'demo'}", "recipe=nothing", cwd=tmp_path)

@@ -141,6 +141,73 @@ def test_stage3_starts_from_given_weights(gen_dino_run, lung_tiles, tmp_path):
     assert bad.returncode == 2 and "init=" in bad.stderr
 
 
+def test_each_loss_gets_the_right_rows(lung_tiles, views, tmp_path):
+    """Student rows of the interpolated view go to L_dis only; teacher rows of v1, v2 in order; one centre."""
+    from gensis.cli import _all_blocks
+    from gensis.config.compose import compose_config
+    from gensis.config.stage3 import Stage3Config
+    from stages.stage3 import GenDINOModule
+
+    cfg = compose_config("stage3", Stage3Config, [f"data.path={lung_tiles}", f"views={views}",
+                                                  f"out={tmp_path / 'x'}", "experiment=tiny"],
+                         other_blocks=_all_blocks())
+    module = GenDINOModule(cfg, steps_per_epoch=1)
+    b, k = 3, cfg.dino.out_dim
+
+    class FakeNet(torch.nn.Module):    # one row per image, filled with the crop's fill value
+        def forward(self, crops):
+            return torch.cat([c[:, 0, 0, 0, None].expand(len(c), k) for c in crops]).clone()
+
+    module.student, module.teacher = FakeNet(), FakeNet()
+    seen = {}
+    dino_forward = module.loss.forward
+
+    def dino(student_out, teacher_out, n_crops, teacher_temp, update_center=True):
+        seen["dino"] = (student_out[:, 0].clone(), teacher_out[:, 0].clone(), module.loss.center.clone())
+        return dino_forward(student_out, teacher_out, n_crops, teacher_temp, update_center)
+
+    def dis(student, first, second, alpha, center, teacher_temp):
+        seen["dis"] = (student[:, 0].clone(), first[:, 0].clone(), second[:, 0].clone(), center.clone())
+        return torch.tensor(0.0)
+
+    module.loss.forward, module.disentangle_loss.forward = dino, dis
+    size = cfg.crops.global_size
+    crops = [torch.full((b, 3, size, size), float(i)) for i in range(2)]
+    crops += [torch.full((b, 3, cfg.crops.local_size, cfg.crops.local_size), float(i)) for i in (2, 3)]
+    interp = [torch.full((b, 3, size, size), v) for v in (10.0, 11.0, 12.0)]   # v_int, v1, v2
+    module.losses({"image": crops, "interp": interp, "generated": torch.zeros(b, dtype=torch.bool),
+                   "alpha": torch.full((b,), 0.3)}, teacher_temp=0.04)
+    student_dino, teacher_dino, dino_center = seen["dino"]
+    assert student_dino.tolist() == [0.0] * b + [1.0] * b + [2.0] * b + [3.0] * b   # no interpolated rows
+    assert teacher_dino.tolist() == [0.0] * b + [1.0] * b                            # global crops only
+    student_int, first, second, dis_center = seen["dis"]
+    assert student_int.tolist() == [10.0] * b and first.tolist() == [11.0] * b and second.tolist() == [12.0] * b
+    assert torch.equal(dino_center, dis_center)                  # both terms use this step's centre
+    assert not torch.equal(module.loss.center, dis_center)       # which moves after them
+
+
+def test_interpolated_items_carry_their_sources_in_order(lung_tiles, views):
+    """On the device path images are only resized: each item's sources equal the stored pair, first first."""
+    import h5py
+
+    from gensis.data.augment import uint8_transform
+
+    tiles = open_tiles(lung_tiles)
+    dataset = GenDINOTiles(tiles, views, 0.0, True, CropConfig(global_size=16, local_size=8, n_local=2),
+                           AugmentConfig(source_size=32), (0.5,) * 3, (0.5,) * 3, on_device=True)
+    with h5py.File(views, "r") as f:
+        pairs, alphas = f["interp/pairs"][:], f["interp/alpha"][:]
+    resize = uint8_transform(32)
+    from PIL import Image
+
+    for index in range(4):
+        item = dataset[index]
+        j = int(np.argmin(np.abs(alphas - item["alpha"])))
+        first, second = (Image.fromarray(tiles.load(int(t))) for t in pairs[j])
+        assert torch.equal(item["interp"][1], resize(first)) and torch.equal(item["interp"][2], resize(second))
+        assert "generated_image" not in item                       # gen.p = 0: no second copy of the tile
+
+
 def test_generated_crops_come_from_the_views_store(lung_tiles, tmp_path):
     """With p = 1 the second global crop is cut from a generated view; interpolated items carry their sources."""
     tiles = open_tiles(lung_tiles)

@@ -10,7 +10,7 @@ Item ``i`` is tile ``i`` of the tile source:
   image and of its two source tiles, and ``alpha`` (the weight of the first source).
 
 With ``on_device=True`` items hold uint8 (3, S, S) images instead of crops (``image``,
-``generated``: the view or the tile again, ``interp``) and the module cuts the crops on the
+``generated_image``: the view or the tile again, only when ``p_gen > 0``; ``interp``) and the module cuts the crops on the
 GPU with :class:`gensis.data.batch_augment.BatchMultiCrop`. The views store is opened
 lazily in each DataLoader worker, never in the parent.
 """
@@ -63,7 +63,8 @@ class GenDINOTiles(Dataset):
         item = {"key": self.tiles.keys[index], "generated": generated}
         if self.on_device:
             item["image"] = self.to_uint8(real)
-            item["generated_image"] = self.to_uint8(view if generated else real)
+            if self.p_gen > 0:
+                item["generated_image"] = self.to_uint8(view if generated else real)
         else:
             crops = self.multi_crop(real)
             if generated:

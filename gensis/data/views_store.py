@@ -200,7 +200,7 @@ def check_views_store(path: str | Path, keys: Sequence[str], need_views: bool, n
             stored = [k.decode() if isinstance(k, bytes) else str(k) for k in f["keys"][:]]
             n, k, size = f["generated"].shape[:3]
             m = f["interp/images"].shape[0]
-    except OSError as err:
+    except (OSError, KeyError) as err:
         raise GensisError(f"views={path}: cannot read it ({err}); generate it again") from None
     if len(stored) != len(keys):
         raise GensisError(f"views={path} holds views of {len(stored)} tiles but data.path={source} has {len(keys)}: "
