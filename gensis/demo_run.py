@@ -11,7 +11,7 @@ strip, and the kNN / linear results of stage 1 against stage 3.
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import json
 import shutil
 import time
@@ -45,10 +45,10 @@ class Steps:
         command = [name, *args, f"experiment={self.recipe}"]
         started = self.markers / f"{key}.started.json"
         for earlier in (marker, started):
-            if earlier.is_file() and json.loads(earlier.read_text())["command"] != command:
+            ran = json.loads(earlier.read_text())["command"] if earlier.is_file() else command
+            if ran != command:
                 raise GensisError(f"out={self.out} holds a demo made with other settings (step '{key}' ran "
-                                  f"'{' '.join(json.loads(earlier.read_text())['command'])}'); choose another out= "
-                                  f"or delete {self.out}")
+                                  f"'{' '.join(ran)}'); choose another out= or delete {self.out}")
         if marker.is_file():
             self.seconds[key] = json.loads(marker.read_text())["seconds"]
             print(f"[{self.index}/{N_STEPS}] {title}: done already")
@@ -81,8 +81,8 @@ def run(cfg: DemoConfig) -> int:
                   f"height={cfg.slide_size}", f"mpp={cfg.slide_mpp}")
     tile = cfg.tile
     steps.command("tile", f"tiling at {tile.mpp} um/px, {tile.size} px", "tile", f"slides={slide}", f"out={tiling}",
-                  f"tile.mpp={tile.mpp}", f"tile.size={tile.size}", f"tile.min_tissue={tile.min_tissue}",
-                  f"tile.mask_mpp={tile.mask_mpp}", "tile.format=h5", f"workers={cfg.workers}")
+                  *(f"tile.{f.name}={getattr(tile, f.name)}" for f in dataclasses.fields(tile)),
+                  f"workers={cfg.workers}")
     steps.command("stage1", "stage 1: DINO", "stage1", f"data.path={tiling}", f"out={out / 'stage1'}",
                   run_dir=out / "stage1")
     steps.command("stage2", "stage 2: embedding-conditioned diffusion", "stage2", f"data.path={tiling}",
@@ -99,13 +99,6 @@ def run(cfg: DemoConfig) -> int:
     return 0
 
 
-def _curve(path: Path, key: str) -> tuple[list[int], list[float]]:
-    if not path.is_file():
-        return [], []
-    rows = [r for r in csv.DictReader(open(path, newline="")) if r.get(key) not in (None, "")]
-    return [int(r["step"]) for r in rows], [float(r[key]) for r in rows]
-
-
 def write_report(out: Path, seconds: dict, wall: float) -> Path:
     """``report.md`` with loss curves, views, an interpolation strip and stage 1 against stage 3."""
     import h5py
@@ -117,6 +110,7 @@ def write_report(out: Path, seconds: dict, wall: float) -> Path:
     from gensis.atomic import atomic_path
     from gensis.data.tile_source import open_tiles
     from gensis.evaluation.image_grid import save_png, tile_grid
+    from gensis.training.run_dir import metric_points
 
     figures = out / "report"
     figures.mkdir(exist_ok=True)
@@ -126,7 +120,7 @@ def write_report(out: Path, seconds: dict, wall: float) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for ax, (title, run, keys) in zip(axes, panels):
         for key in keys:
-            x, y = _curve(run / "metrics.csv", key)
+            x, y = metric_points(run / "metrics.csv", key)
             if x:
                 ax.plot(x, y, label=key.removeprefix("train/"))
         ax.set_title(title)

@@ -44,12 +44,12 @@ def make_store(path, n=6):
 
 def test_store_opens_lazily_and_works_in_dataloader_workers(tmp_path):
     tiles = open_tiles(make_store(tmp_path / "tiles.h5"), labels=True)
-    assert isinstance(tiles, H5Tiles) and tiles._file is None       # nothing open in the parent
+    assert isinstance(tiles, H5Tiles) and tiles._h5._file is None       # nothing open in the parent
     copy = pickle.loads(pickle.dumps(tiles))
-    assert copy._file is None
+    assert copy._h5._file is None
     loader = torch.utils.data.DataLoader(tiles, batch_size=3, num_workers=2)
     batches = list(loader)
-    assert tiles._file is None
+    assert tiles._h5._file is None
     images = torch.cat([b["image"] for b in batches])
     assert images.shape == (6, 16, 16, 3)
     assert images[:, 0, 0, 0].tolist() == [0, 10, 20, 30, 40, 50]

@@ -17,15 +17,13 @@ lazily in each DataLoader worker, never in the parent.
 
 from __future__ import annotations
 
-import os
-
-import h5py
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from gensis.config.augment import AugmentConfig, CropConfig
 from gensis.data.augment import MultiCropAugment, augmented_view, uint8_transform
+from gensis.data.lazy_h5 import LazyH5
 from gensis.data.tile_source import TileDataset
 
 
@@ -34,7 +32,7 @@ class GenDINOTiles(Dataset):
                  augment: AugmentConfig, mean, std, on_device: bool = False):
         if tiles.transform is not None:
             raise ValueError("GenDINOTiles needs a tile source without a transform")
-        self.tiles, self.views_path = tiles, views_path
+        self.tiles = tiles
         self.p_gen, self.interpolations, self.on_device = p_gen, interpolations, on_device
         if on_device:
             self.to_uint8 = uint8_transform(augment.source_size)
@@ -42,16 +40,10 @@ class GenDINOTiles(Dataset):
             self.multi_crop = MultiCropAugment(crops, augment, mean, std)
             # the views of the disentanglement task: global size, blur as on local crops, no solarisation
             self.interp_view = augmented_view(crops.global_size, crops.global_scale, augment, 0.5, 0.0, mean, std)
-        self._file, self._pid = None, None
+        self._store = LazyH5(views_path) if views_path else None   # none needed with both parts off
 
     def __len__(self) -> int:
         return len(self.tiles)
-
-    def _store(self) -> h5py.File:
-        if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.views_path, "r")
-            self._pid = os.getpid()
-        return self._file
 
     def __getitem__(self, index: int) -> dict:
         real = Image.fromarray(self.tiles.load(index))
@@ -80,8 +72,3 @@ class GenDINOTiles(Dataset):
             item["interp"] = [make(image) for image in images]
             item["alpha"] = float(store["interp/alpha"][j])
         return item
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"] = None
-        return state

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from gensis.atomic import atomic_path
 from gensis.data.conditioned_tiles import diffusion_transform
+from gensis.data.lazy_h5 import LazyH5
 from gensis.data.tile_source import open_tiles
 
 STRING = h5py.string_dtype("utf-8")
@@ -68,21 +69,17 @@ class CachedLatents(Dataset):
 
     def __init__(self, path: Path, embeddings: np.ndarray, dihedral: bool = False):
         self.path, self.embeddings, self.dihedral = Path(path), np.asarray(embeddings, np.float32), dihedral
-        self.file = None
+        self.file = LazyH5(self.path)
         with h5py.File(self.path, "r") as f:
             self.length = len(f["keys"])
 
     def __len__(self) -> int:
         return self.length
 
-    def __getstate__(self):
-        return {**self.__dict__, "file": None}  # opened lazily in each worker
-
     def __getitem__(self, index: int) -> dict:
-        if self.file is None:
-            self.file = h5py.File(self.path, "r")
-        mean = torch.from_numpy(self.file["mean"][index].astype(np.float32))
-        std = torch.from_numpy(self.file["std"][index].astype(np.float32))
+        f = self.file()
+        mean = torch.from_numpy(f["mean"][index].astype(np.float32))
+        std = torch.from_numpy(f["std"][index].astype(np.float32))
         latent = mean + std * torch.randn_like(mean)
         if self.dihedral:
             if torch.rand(()) < 0.5:

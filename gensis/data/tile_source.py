@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
+from gensis.data.lazy_h5 import LazyH5
 from gensis.data.tile_store import tile_keys, tile_name
 from gensis.errors import GensisError
 
@@ -131,19 +132,10 @@ class H5Tiles(TileDataset):
         self.labels = stored.astype(np.int64) if labels else np.full(len(coords), -1, np.int64)
         if labels and (self.labels < 0).any():
             raise GensisError(f"{self.path}: labels=true but {(self.labels < 0).sum()} tile(s) have no label")
-        self._file = None
-        self._pid = None
+        self._h5 = LazyH5(self.path)
 
     def load(self, index):
-        if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._file["images"][index]
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"] = None
-        return state
+        return self._h5()["images"][index]
 
 
 class TilingDirTiles(TileDataset):

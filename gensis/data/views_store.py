@@ -176,18 +176,8 @@ def views_plan_of(path: Path) -> str | None:
         return None
 
 
-@dataclass(frozen=True)
-class ViewsInfo:
-    """What stage 3 needs to know of a views store: views per tile, interpolations, image size."""
-
-    path: Path
-    views_per_tile: int
-    interpolations: int
-    image_size: int
-
-
 def check_views_store(path: str | Path, keys: Sequence[str], need_views: bool, need_interpolations: bool,
-                      source: str) -> ViewsInfo:
+                      source: str) -> None:
     """Check that ``path`` is a views store of exactly the tiles at ``source`` (count and keys, in order)."""
     path = Path(path)
     if not path.is_file():
@@ -198,7 +188,7 @@ def check_views_store(path: str | Path, keys: Sequence[str], need_views: bool, n
                 raise GensisError(f"views={path}: not a gensis views store (needs generated, keys, interp/); "
                                   f"make it with gensis generate")
             stored = [k.decode() if isinstance(k, bytes) else str(k) for k in f["keys"][:]]
-            n, k, size = f["generated"].shape[:3]
+            k = f["generated"].shape[1]
             m = f["interp/images"].shape[0]
     except (OSError, KeyError) as err:
         raise GensisError(f"views={path}: cannot read it ({err}); generate it again") from None
@@ -217,4 +207,3 @@ def check_views_store(path: str | Path, keys: Sequence[str], need_views: bool, n
     if need_interpolations and m < 1:
         raise GensisError(f"views={path} has no interpolated images; generate some "
                           f"(generate.interpolations) or switch the task off with disentangle.weight=0")
-    return ViewsInfo(path=path, views_per_tile=int(k), interpolations=int(m), image_size=int(size))

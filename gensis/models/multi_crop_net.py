@@ -24,5 +24,3 @@ class MultiCropNet(nn.Module):
         features = torch.cat(outputs)
         with torch.autocast(features.device.type, enabled=False):  # sharpening at tau 0.04 needs fp32 logits
             return self.head(features.float())
-
-

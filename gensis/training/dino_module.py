@@ -151,5 +151,3 @@ class DINOModule(L.LightningModule):
         kwargs = dict(self.cfg.backbone.kwargs)
         return EncoderSpec(name=self.cfg.backbone.name, kwargs=kwargs, img_size=self.cfg.backbone.img_size,
                            embed_dim=self.teacher.backbone.num_features)
-
-

@@ -69,5 +69,3 @@ class DDPConsistency(L.Callback):
             consistent = max(gathered) - min(gathered) <= 1e-6 * max(1.0, abs(gathered[0]))
             (Path(trainer.default_root_dir) / "ddp_check.json").write_text(
                 json.dumps({"teacher_checksums": gathered, "consistent": consistent}, indent=2))
-
-

@@ -23,6 +23,15 @@ def prepare_run_dir(out: str | Path, cfg, resume: bool) -> tuple[Path, Path | No
     return out, (last if resume else None)
 
 
+def metric_points(metrics_csv: Path, key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of ``key`` in a metrics.csv (rows without it skipped; none when the file is absent)."""
+    if not metrics_csv.is_file():
+        return [], []
+    with open(metrics_csv, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get(key) not in (None, "")]
+    return [int(r["step"]) for r in rows], [float(r[key]) for r in rows]
+
+
 def plot_metrics(metrics_csv: Path, png: Path, keys: tuple[str, ...] = ("train/loss",), title: str = "") -> None:
     """Line plot of the given metrics against step (rows without them are skipped)."""
     import matplotlib
@@ -32,13 +41,11 @@ def plot_metrics(metrics_csv: Path, png: Path, keys: tuple[str, ...] = ("train/l
 
     if not metrics_csv.is_file():
         return
-    with open(metrics_csv, newline="") as handle:
-        rows = list(csv.DictReader(handle))
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        points = [(int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
-        if points:
-            ax.plot(*zip(*points))
+        steps, values = metric_points(metrics_csv, key)
+        if steps:
+            ax.plot(steps, values)
         ax.set_xlabel("step")
         ax.set_title(key)
         ax.grid(alpha=0.3)
