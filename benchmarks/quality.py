@@ -129,8 +129,8 @@ def main() -> None:
     recipe = f"experiment={args.recipe}"
     results = {"dataset": args.dataset.name, "recipe": args.recipe, "n_tiles": len(tiles), "classes": tiles.classes,
                "split": "by group" if tiles.groups is not None else "stratified by tile",
-               "n_train": len(train_idx), "n_test": len(test_idx), "n_ssl": len(ssl_idx),
-               "stage3_overrides": args.stage3, "seconds": {}, "seeds": {}}
+               "n_train": len(train_idx), "n_test": len(test_idx), "n_ssl": len(ssl_idx), "split_seed": args.split_seed,
+               "stage3_overrides": args.stage3, "generate_overrides": args.generate, "seconds": {}, "seeds": {}}
 
     first = args.seeds[0]
     seconds = results["seconds"]

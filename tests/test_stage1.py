@@ -52,6 +52,10 @@ def test_resume_continues_from_the_checkpoint(stage1_run, tmp_path):
     state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     center_before = state["state_dict"]["loss.center"]
     assert center_before.abs().sum() > 0                     # the centre is part of the checkpoint
+    other = run_cli("stage1", f"data.path={data_path}", f"out={out}", "experiment=tiny", "optim.epochs=2",
+                    "optim.lr=0.1", "resume=true")              # a resume may not change the optimisation
+    assert other.returncode == 2 and "optim.lr: 0.0005 -> 0.1" in other.stderr, other.stderr[-2000:]
+    assert steps_in(out / "checkpoints" / "last.ckpt") == 36 // 8
     result = run_cli("stage1", f"data.path={data_path}", f"out={out}", "experiment=tiny", "optim.epochs=2",
                      "resume=true")
     assert result.returncode == 0, result.stderr[-2000:]

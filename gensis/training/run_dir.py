@@ -9,18 +9,62 @@ from gensis.atomic import atomic_path, write_text
 from gensis.config.compose import to_yaml
 from gensis.errors import GensisError
 
+# Settings a resumed run may change: where it runs, what it monitors and reports, and more epochs.
+RESUME_MAY_CHANGE = ("out", "resume", "progress", "data.workers", "data.val", "optim.epochs", "train.epochs",
+                     "report.", "sampler.", "trainer.eval_every", "trainer.log_every_n_steps")
+
 
 def prepare_run_dir(out: str | Path, cfg, resume: bool) -> tuple[Path, Path | None]:
-    """Create ``out``; refuse to overwrite an earlier run unless resuming. Returns (dir, checkpoint to resume)."""
+    """Create ``out``; refuse to overwrite an earlier run unless resuming, and refuse to resume with other
+    settings than the run's ``config.yaml`` (except ``RESUME_MAY_CHANGE``). Returns (dir, checkpoint to resume)."""
     out = Path(out)
     last = out / "checkpoints" / "last.ckpt"
     if last.is_file() and not resume:
         raise GensisError(f"out={out} already holds a run; pass resume=true to continue it or choose another out=")
     if resume and not last.is_file():
         raise GensisError(f"resume=true but {last} does not exist; start without resume=true")
+    if resume and (out / "config.yaml").is_file():
+        changed = changed_settings(out / "config.yaml", cfg)
+        if changed:
+            raise GensisError(
+                f"resume=true: out={out} was started with other settings ({'; '.join(changed)}; see its config.yaml). "
+                "A resumed run keeps its settings (only epochs, workers, monitoring and reports may change): "
+                "give the run's own values, or choose another out= for the new settings")
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", to_yaml(cfg))
     return out, (last if resume else None)
+
+
+def changed_settings(config_yaml: Path, cfg) -> list[str]:
+    """``key: before -> now`` for each setting of ``cfg`` that differs from an earlier run's ``config_yaml``
+    (keys in ``RESUME_MAY_CHANGE`` left out; two spellings of one existing path count as equal)."""
+    from omegaconf import OmegaConf
+
+    before = _flatten(OmegaConf.to_container(OmegaConf.load(config_yaml)))
+    now = _flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
+    changed = []
+    for key in sorted(before.keys() | now.keys()):
+        old, new = before.get(key), now.get(key)
+        if old == new or key.startswith(RESUME_MAY_CHANGE) or _same_path(old, new):
+            continue
+        changed.append(f"{key}: {old} -> {new}")
+    return changed
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) and value else
+                    {f"{prefix}{key}": value})
+    return flat
+
+
+def _same_path(a, b) -> bool:
+    if not (isinstance(a, str) and isinstance(b, str)) or not (Path(a).exists() and Path(b).exists()):
+        return False
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def metric_points(metrics_csv: Path, key: str) -> tuple[list[int], list[float]]:

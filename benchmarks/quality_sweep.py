@@ -1,0 +1,114 @@
+"""What moves stage 3's gain: extra settings trained on the quality benchmark's split and seeds.
+
+    python benchmarks/quality_sweep.py --recipe cpu_quality --seeds 0 1 2 \\
+        --setting p025 gen.p=0.25 \\
+        --setting weight2 disentangle.weight=2 \\
+        --setting guidance2 generate:sampler.guidance=2 \\
+        --setting stage1_11ep stage1 train.epochs=11
+
+Run after ``benchmarks/quality.py`` (same ``--recipe`` / ``--out``): it reuses that run's tile
+split, views store and per-seed stage-1 runs. Each ``--setting NAME [stage1|stage3] KEY=VALUE ...``
+trains one encoder per seed into ``OUT/sweep/NAME/seed<k>`` (stage 3 by default; ``stage1`` makes a
+stage-1 control, e.g. one with as much compute as stage 3). Overrides written ``generate:KEY=VALUE``
+draw the setting's own views store first (``OUT/sweep/NAME/views.h5``, once per split) with
+those generate overrides. Every encoder is evaluated like quality.py's; the table gives each
+setting's kNN and linear balanced accuracy and its gain over stage 1 paired by seed, beside
+quality.py's own stage 3 for reference. Writes sweep.json and sweep.md in OUT; resumable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from quality import ROOT, cell, evaluate, gensis, once, train
+
+
+def parse_setting(tokens: list[str]) -> dict:
+    """``NAME [stage1|stage3] KEY=VALUE ... generate:KEY=VALUE ...`` as a dict."""
+    name, rest = tokens[0], tokens[1:]
+    command = "stage3"
+    if rest and rest[0] in ("stage1", "stage3"):
+        command, rest = rest[0], rest[1:]
+    bad = [t for t in rest if "=" not in t]
+    if "=" in name or bad:
+        raise SystemExit(f"--setting {' '.join(tokens)}: give a name, then KEY=VALUE overrides "
+                         f"(not {bad or [name]})")
+    generate = [t.removeprefix("generate:") for t in rest if t.startswith("generate:")]
+    if generate and command != "stage3":
+        raise SystemExit(f"--setting {name}: generate: overrides only make sense for stage 3")
+    return {"name": name, "command": command, "generate": generate,
+            "overrides": [t for t in rest if not t.startswith("generate:")]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="cpu_quality")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=None, help="quality.py's --out (default: its default)")
+    parser.add_argument("--setting", nargs="+", action="append", required=True, metavar="TOKEN")
+    args = parser.parse_args()
+    out = args.out or ROOT / "benchmarks" / "out" / f"quality_{args.recipe}"
+    quality = out / "quality.json"
+    if not quality.is_file():
+        raise SystemExit(f"{quality} not found: run benchmarks/quality.py --recipe {args.recipe} first")
+    base = json.loads(quality.read_text())
+    missing = [s for s in args.seeds if str(s) not in base["seeds"]]
+    if missing:
+        raise SystemExit(f"seeds {missing} are not in {quality}: run quality.py with them first")
+    settings = [parse_setting(tokens) for tokens in args.setting]
+    data, recipe = out / "data", f"experiment={args.recipe}"
+    first = next(iter(base["seeds"]))  # the seed whose stage 1 conditions the generator
+    sweep_json = out / "sweep.json"
+    results = json.loads(sweep_json.read_text()) if sweep_json.is_file() else {}
+
+    for setting in settings:
+        name = setting["name"]
+        folder = out / "sweep" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        views = out / "generator" / "views.h5"
+        entry = {**setting, "seconds": {}, "seeds": {}}
+        if setting["generate"]:
+            views = folder / "views.h5"
+            entry["seconds"]["generate"] = once(folder / "views.done.json", lambda: gensis(
+                "generate", f"diffusion={out / 'generator' / 'stage2'}", f"encoder={out / f'seed{first}' / 'stage1'}",
+                f"data.path={data / 'ssl'}", f"out={views}", recipe, f"seed={base.get('split_seed', 0)}",
+                *base.get("generate_overrides", []), *setting["generate"]))
+        for seed in args.seeds:
+            run = folder / f"seed{seed}"
+            extra = [f"views={views}", *base["stage3_overrides"]] if setting["command"] == "stage3" else []
+            entry["seconds"][seed] = train(setting["command"], run, f"data.path={data / 'ssl'}", *extra, recipe,
+                                           f"seed={seed}", *setting["overrides"])
+            entry["seeds"][seed] = evaluate(str(run), folder / f"eval_seed{seed}", data, args.recipe, seed)
+            results[name] = entry
+            sweep_json.write_text(json.dumps(results, indent=2))
+    summarise(base, results, out)
+
+
+def summarise(base: dict, results: dict, out: Path) -> None:
+    """sweep.md: each setting's balanced accuracies and its gain over stage 1 paired by seed."""
+    rows = ["| setting | seeds | kNN bal. acc | kNN gain over stage 1 | linear bal. acc | linear gain over stage 1 |",
+            "|---|---|---|---|---|---|"]
+    reference = {"name": "stage3 (quality.py)", "seeds": {s: v["stage3"] for s, v in base["seeds"].items()}}
+    for entry in [reference, *results.values()]:
+        seeds = [str(s) for s in entry["seeds"]]
+        cells = []
+        for probe in ("knn", "linear"):
+            acc = np.array([entry["seeds"][s][probe]["balanced_accuracy"] for s in seeds])
+            stage1 = np.array([base["seeds"][s]["stage1"][probe]["balanced_accuracy"] for s in seeds])
+            cells += [cell(acc), cell(acc - stage1, signed=True)]
+        changes = entry.get("overrides", []) + [f"generate:{g}" for g in entry.get("generate", [])]
+        label = entry["name"] + (f" ({' '.join(changes)})" if changes else "")
+        rows.append(f"| {label} | {','.join(seeds)} | " + " | ".join(cells) + " |")
+    table = "\n".join(rows)
+    (out / "sweep.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    started = time.perf_counter()
+    main()
+    print(f"sweep finished in {time.perf_counter() - started:.0f} s")
