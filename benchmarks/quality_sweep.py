@@ -4,7 +4,7 @@
         --setting p025 gen.p=0.25 \\
         --setting weight2 disentangle.weight=2 \\
         --setting guidance2 generate:sampler.guidance=2 \\
-        --setting stage1_11ep stage1 train.epochs=11
+        --setting stage1_11ep stage1 optim.epochs=11
 
 Run after ``benchmarks/quality.py`` (same ``--recipe`` / ``--out``): it reuses that run's tile
 split, views store and per-seed stage-1 runs. Each ``--setting NAME [stage1|stage3] KEY=VALUE ...``
@@ -61,7 +61,9 @@ def main() -> None:
         raise SystemExit(f"seeds {missing} are not in {quality}: run quality.py with them first")
     settings = [parse_setting(tokens) for tokens in args.setting]
     data, recipe = out / "data", f"experiment={args.recipe}"
-    first = next(iter(base["seeds"]))  # the seed whose stage 1 conditions the generator
+    from omegaconf import OmegaConf
+
+    conditioning = OmegaConf.load(out / "generator" / "stage2" / "config.yaml").encoder  # stage 2's stage-1 encoder
     sweep_json = out / "sweep.json"
     results = json.loads(sweep_json.read_text()) if sweep_json.is_file() else {}
 
@@ -70,39 +72,43 @@ def main() -> None:
         folder = out / "sweep" / name
         folder.mkdir(parents=True, exist_ok=True)
         views = out / "generator" / "views.h5"
-        entry = {**setting, "seconds": {}, "seeds": {}}
+        entry = results.get(name, {**setting, "seconds": {}, "seeds": {}})
+        if {k: entry[k] for k in setting} != setting:
+            raise SystemExit(f"--setting {name}: {out / 'sweep' / name} was trained with other settings "
+                             f"({entry['command']} {' '.join(entry['overrides'])} "
+                             f"{' '.join('generate:' + g for g in entry['generate'])}); choose another name")
         if setting["generate"]:
             views = folder / "views.h5"
             entry["seconds"]["generate"] = once(folder / "views.done.json", lambda: gensis(
-                "generate", f"diffusion={out / 'generator' / 'stage2'}", f"encoder={out / f'seed{first}' / 'stage1'}",
+                "generate", f"diffusion={out / 'generator' / 'stage2'}", f"encoder={conditioning}",
                 f"data.path={data / 'ssl'}", f"out={views}", recipe, f"seed={base.get('split_seed', 0)}",
                 *base.get("generate_overrides", []), *setting["generate"]))
         for seed in args.seeds:
             run = folder / f"seed{seed}"
             extra = [f"views={views}", *base["stage3_overrides"]] if setting["command"] == "stage3" else []
-            entry["seconds"][seed] = train(setting["command"], run, f"data.path={data / 'ssl'}", *extra, recipe,
+            entry["seconds"][str(seed)] = train(setting["command"], run, f"data.path={data / 'ssl'}", *extra, recipe,
                                            f"seed={seed}", *setting["overrides"])
-            entry["seeds"][seed] = evaluate(str(run), folder / f"eval_seed{seed}", data, args.recipe, seed)
+            entry["seeds"][str(seed)] = evaluate(str(run), folder / f"eval_seed{seed}", data, args.recipe, seed)
             results[name] = entry
             sweep_json.write_text(json.dumps(results, indent=2))
-    summarise(base, results, out)
+    summarise(base, results, out, [str(s) for s in args.seeds])
 
 
-def summarise(base: dict, results: dict, out: Path) -> None:
-    """sweep.md: each setting's balanced accuracies and its gain over stage 1 paired by seed."""
+def summarise(base: dict, results: dict, out: Path, seeds: list[str]) -> None:
+    """sweep.md: each setting's balanced accuracies and its gain over stage 1 paired by seed (``seeds``)."""
     rows = ["| setting | seeds | kNN bal. acc | kNN gain over stage 1 | linear bal. acc | linear gain over stage 1 |",
             "|---|---|---|---|---|---|"]
-    reference = {"name": "stage3 (quality.py)", "seeds": {s: v["stage3"] for s, v in base["seeds"].items()}}
+    reference = {"name": "stage3 (quality.py)", "seeds": {s: base["seeds"][s]["stage3"] for s in seeds}}
     for entry in [reference, *results.values()]:
-        seeds = [str(s) for s in entry["seeds"]]
+        seeds_done = [s for s in seeds if s in entry["seeds"]]
         cells = []
         for probe in ("knn", "linear"):
-            acc = np.array([entry["seeds"][s][probe]["balanced_accuracy"] for s in seeds])
-            stage1 = np.array([base["seeds"][s]["stage1"][probe]["balanced_accuracy"] for s in seeds])
+            acc = np.array([entry["seeds"][s][probe]["balanced_accuracy"] for s in seeds_done])
+            stage1 = np.array([base["seeds"][s]["stage1"][probe]["balanced_accuracy"] for s in seeds_done])
             cells += [cell(acc), cell(acc - stage1, signed=True)]
         changes = entry.get("overrides", []) + [f"generate:{g}" for g in entry.get("generate", [])]
         label = entry["name"] + (f" ({' '.join(changes)})" if changes else "")
-        rows.append(f"| {label} | {','.join(seeds)} | " + " | ".join(cells) + " |")
+        rows.append(f"| {label} | {','.join(seeds_done)} | " + " | ".join(cells) + " |")
     table = "\n".join(rows)
     (out / "sweep.md").write_text(table + "\n")
     print(table)

@@ -81,3 +81,25 @@ def test_every_preset_composes_for_every_command(preset):
                 "stage3": ["data.path=a", "views=b", "out=c"]}
     for name, command in COMMANDS.items():
         compose_config(name, command.schema(), [*required[name], f"experiment={preset}"], other_blocks=_all_blocks())
+
+
+def test_resume_compares_settings_with_the_runs_config(tmp_path):
+    from gensis.cli import _all_blocks
+    from gensis.config.compose import to_yaml
+    from gensis.config.stage3 import Stage3Config
+    from gensis.training.run_dir import changed_settings
+
+    def config(*overrides):
+        return compose_config("stage3", Stage3Config, ["data.path=a", "views=b", f"out={tmp_path}",
+                                                        "experiment=tiny", *overrides], other_blocks=_all_blocks())
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text(to_yaml(config()))
+    assert changed_settings(saved, config()) == []
+    # more epochs, other workers, monitoring: a resume may change them
+    assert changed_settings(saved, config("optim.epochs=9", "data.workers=0", "data.val=c")) == []
+    assert changed_settings(saved, config("gen.p=0.25", "dino.out_dim=32")) == ["dino.out_dim: 256 -> 32",
+                                                                               "gen.p: 0.5 -> 0.25"]
+    # a run saved before the schema gained a key reads that key as its default, not as a change
+    saved.write_text("\n".join(line for line in saved.read_text().splitlines() if "source_size" not in line))
+    assert changed_settings(saved, config()) == []

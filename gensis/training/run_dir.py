@@ -9,9 +9,10 @@ from gensis.atomic import atomic_path, write_text
 from gensis.config.compose import to_yaml
 from gensis.errors import GensisError
 
-# Settings a resumed run may change: where it runs, what it monitors and reports, and more epochs.
-RESUME_MAY_CHANGE = ("out", "resume", "progress", "data.workers", "data.val", "optim.epochs", "train.epochs",
-                     "report.", "sampler.", "trainer.eval_every", "trainer.log_every_n_steps")
+# Settings a resumed run may change: where it runs, what it monitors and reports, and how long it runs.
+RESUME_MAY_CHANGE = {"out", "resume", "progress", "data.workers", "data.val", "optim.epochs", "train.epochs",
+                     "trainer.max_steps", "trainer.eval_every", "trainer.log_every_n_steps"}
+RESUME_MAY_CHANGE_BLOCKS = ("report.", "sampler.", "samples.")
 
 
 def prepare_run_dir(out: str | Path, cfg, resume: bool) -> tuple[Path, Path | None]:
@@ -37,15 +38,19 @@ def prepare_run_dir(out: str | Path, cfg, resume: bool) -> tuple[Path, Path | No
 
 def changed_settings(config_yaml: Path, cfg) -> list[str]:
     """``key: before -> now`` for each setting of ``cfg`` that differs from an earlier run's ``config_yaml``
-    (keys in ``RESUME_MAY_CHANGE`` left out; two spellings of one existing path count as equal)."""
+    (``RESUME_MAY_CHANGE`` and ``RESUME_MAY_CHANGE_BLOCKS`` left out; keys the schema gained since read as
+    their defaults; two spellings of one existing path count as equal)."""
     from omegaconf import OmegaConf
 
-    before = _flatten(OmegaConf.to_container(OmegaConf.load(config_yaml)))
+    # keys the schema gained since the run started read as their defaults, not as changes
+    defaults = OmegaConf.create(OmegaConf.to_container(OmegaConf.structured(type(cfg))))
+    before = _flatten(OmegaConf.to_container(OmegaConf.merge(defaults, OmegaConf.load(config_yaml))))
     now = _flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
     changed = []
     for key in sorted(before.keys() | now.keys()):
         old, new = before.get(key), now.get(key)
-        if old == new or key.startswith(RESUME_MAY_CHANGE) or _same_path(old, new):
+        if (old == new or key in RESUME_MAY_CHANGE or key.startswith(RESUME_MAY_CHANGE_BLOCKS)
+                or _same_path(old, new)):
             continue
         changed.append(f"{key}: {old} -> {new}")
     return changed
