@@ -103,3 +103,9 @@ def test_resume_compares_settings_with_the_runs_config(tmp_path):
     # a run saved before the schema gained a key reads that key as its default, not as a change
     saved.write_text("\n".join(line for line in saved.read_text().splitlines() if "source_size" not in line))
     assert changed_settings(saved, config()) == []
+
+
+def test_another_commands_key_given_as_an_argument_is_refused():
+    result = run_cli("stage1", "data.path=a", "out=b", "experiment=cpu_quality", "train.epochs=11")
+    assert result.returncode == 2
+    assert "'train.epochs' is not a setting of this command" in result.stderr and "Traceback" not in result.stderr
