@@ -86,8 +86,8 @@ def main() -> None:
         for seed in args.seeds:
             run = folder / f"seed{seed}"
             extra = [f"views={views}", *base["stage3_overrides"]] if setting["command"] == "stage3" else []
-            entry["seconds"][str(seed)] = train(setting["command"], run, f"data.path={data / 'ssl'}", *extra, recipe,
-                                           f"seed={seed}", *setting["overrides"])
+            entry["seconds"][str(seed)] = train(setting["command"], run, f"data.path={data / 'ssl'}", *extra,
+                                                recipe, f"seed={seed}", *setting["overrides"])
             entry["seeds"][str(seed)] = evaluate(str(run), folder / f"eval_seed{seed}", data, args.recipe, seed)
             results[name] = entry
             sweep_json.write_text(json.dumps(results, indent=2))

@@ -46,10 +46,10 @@ def compose_config(command: str, schema: type, overrides: Sequence[str], other_b
 
     overrides = list(overrides)
     _check_overrides(overrides)
-    own = {f.name for f in dataclasses.fields(schema)}
+    foreign = set(other_blocks) - {f.name for f in dataclasses.fields(schema)}
     for item in overrides:
         block = item.partition("=")[0].lstrip("+~").split(".")[0]
-        if block in set(other_blocks) - own:  # a preset may carry other commands' blocks; an argument may not
+        if block in foreign:  # a preset may carry other commands' blocks; an argument may not
             raise GensisError(f"gensis {command}: '{item.partition('=')[0]}' is not a setting of this command "
                               f"('{block}' belongs to other commands); see gensis {command} --help for its keys")
     GlobalHydra.instance().clear()
