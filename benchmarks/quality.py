@@ -1,6 +1,6 @@
 """Encoder quality of the whole pipeline on a labeled tile dataset (class subfolders, optional groups.csv).
 
-    python benchmarks/quality.py DATASET_DIR [--recipe cpu_quality] [--seeds 0 1 2] [--out DIR]
+    python benchmarks/quality.py DATASET_DIR [--recipe cpu_quality_2h] [--seeds 0 1 2] [--out DIR]
                                  [--stage3 gen.p=0.5 disentangle.weight=1.0 ...]
     python benchmarks/quality.py DATASET_DIR --recipe gpu_quality --autoencoder --px 224 --ssl-tiles 0
 
@@ -102,7 +102,7 @@ def evaluate(encoder: str, out: Path, data: Path, recipe: str, seed: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path)
-    parser.add_argument("--recipe", default="cpu_quality", help="experiment preset of every command")
+    parser.add_argument("--recipe", default="cpu_quality_2h", help="experiment preset of every command")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=float, default=0.3)

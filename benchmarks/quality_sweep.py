@@ -1,6 +1,6 @@
 """What moves stage 3's gain: extra settings trained on the quality benchmark's split and seeds.
 
-    python benchmarks/quality_sweep.py --recipe cpu_quality --seeds 0 1 2 \\
+    python benchmarks/quality_sweep.py --recipe cpu_quality_2h --seeds 0 1 2 \\
         --setting p025 gen.p=0.25 \\
         --setting weight2 disentangle.weight=2 \\
         --setting guidance2 generate:sampler.guidance=2 \\
@@ -46,7 +46,7 @@ def parse_setting(tokens: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default="cpu_quality")
+    parser.add_argument("--recipe", default="cpu_quality_2h")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None, help="quality.py's --out (default: its default)")
     parser.add_argument("--setting", nargs="+", action="append", required=True, metavar="TOKEN")

@@ -68,7 +68,7 @@ def test_value_checks_name_the_key():
         compose_config("tile", TileConfig, ["slides=a", "out=b", "tile.min_tissue=2"])
 
 
-@pytest.mark.parametrize("preset", ["tiny", "demo", "cpu_small", "cpu_quality", "gpu_quality", "paper"])
+@pytest.mark.parametrize("preset", ["tiny", "demo", "cpu_small", "cpu_quality", "cpu_quality_2h", "gpu_quality", "paper"])
 def test_every_preset_composes_for_every_command(preset):
     from gensis.cli import COMMANDS, _all_blocks
 
