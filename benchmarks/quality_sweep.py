@@ -4,7 +4,7 @@
         --setting p025 gen.p=0.25 \\
         --setting weight2 disentangle.weight=2 \\
         --setting guidance2 generate:sampler.guidance=2 \\
-        --setting stage1_11ep stage1 optim.epochs=11
+        --setting stage1_16ep stage1 optim.epochs=16
 
 Run after ``benchmarks/quality.py`` (same ``--recipe`` / ``--out``): it reuses that run's tile
 split, views store and per-seed stage-1 runs. Each ``--setting NAME [stage1|stage3] KEY=VALUE ...``
