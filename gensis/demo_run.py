@@ -66,10 +66,10 @@ class Steps:
 
 
 def run(cfg: DemoConfig) -> int:
-    from gensis.config.compose import config_dir
+    from gensis.config.compose import experiment_presets
 
-    if not (config_dir() / "experiment" / f"{cfg.recipe}.yaml").is_file():
-        presets = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+    presets = experiment_presets()
+    if cfg.recipe not in presets:
         raise GensisError(f"recipe={cfg.recipe}: no such experiment preset; choose one of {', '.join(presets)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

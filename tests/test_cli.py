@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from gensis.config.compose import compose_config
+from gensis.config.compose import compose_config, experiment_presets
 from gensis.config.tile import TileConfig
 from gensis.errors import GensisError
 from tests.conftest import run_cli
@@ -68,7 +68,7 @@ def test_value_checks_name_the_key():
         compose_config("tile", TileConfig, ["slides=a", "out=b", "tile.min_tissue=2"])
 
 
-@pytest.mark.parametrize("preset", ["tiny", "demo", "cpu_small", "cpu_quality", "cpu_quality_2h", "gpu_quality", "paper"])
+@pytest.mark.parametrize("preset", experiment_presets())
 def test_every_preset_composes_for_every_command(preset):
     from gensis.cli import COMMANDS, _all_blocks
 

@@ -27,11 +27,25 @@ def config_dir() -> Path:
     return path
 
 
-def _check_overrides(overrides: Sequence[str]) -> None:
+def experiment_presets() -> list[str]:
+    """The names of ``configs/experiment/*.yaml`` (the values of ``experiment=``)."""
+    return sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+
+
+def _foreign_blocks(schema: type, other_blocks: Iterable[str]) -> set[str]:
+    """Top-level keys of other commands that ``schema`` does not have."""
+    return set(other_blocks) - {f.name for f in dataclasses.fields(schema)}
+
+
+def _check_overrides(overrides: Sequence[str], command: str, foreign: set[str]) -> None:
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep or not key.strip():
             raise GensisError(f"argument '{item}' is not key=value (for example tile.size=224)")
+        block = key.lstrip("+~").split(".")[0]
+        if block in foreign:  # a preset may carry other commands' blocks; an argument may not
+            raise GensisError(f"gensis {command}: '{key}' is not a setting of this command "
+                              f"('{block}' belongs to other commands); see gensis {command} --help for its keys")
 
 
 def compose_config(command: str, schema: type, overrides: Sequence[str], other_blocks: Iterable[str] = ()) -> Any:
@@ -45,13 +59,7 @@ def compose_config(command: str, schema: type, overrides: Sequence[str], other_b
     from hydra.errors import HydraException
 
     overrides = list(overrides)
-    _check_overrides(overrides)
-    foreign = set(other_blocks) - {f.name for f in dataclasses.fields(schema)}
-    for item in overrides:
-        block = item.partition("=")[0].lstrip("+~").split(".")[0]
-        if block in foreign:  # a preset may carry other commands' blocks; an argument may not
-            raise GensisError(f"gensis {command}: '{item.partition('=')[0]}' is not a setting of this command "
-                              f"('{block}' belongs to other commands); see gensis {command} --help for its keys")
+    _check_overrides(overrides, command, _foreign_blocks(schema, other_blocks))
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):
@@ -68,8 +76,7 @@ def compose_config(command: str, schema: type, overrides: Sequence[str], other_b
 def validate(raw: DictConfig, schema: type, command: str, other_blocks: Iterable[str] = ()) -> Any:
     """Check ``raw`` against the dataclass ``schema`` and build the frozen config object."""
     data = OmegaConf.to_container(raw, resolve=False)
-    own = {f.name for f in dataclasses.fields(schema)}
-    for key in set(other_blocks) - own:
+    for key in _foreign_blocks(schema, other_blocks):
         data.pop(key, None)
     data.pop("experiment", None)
     try:
@@ -112,8 +119,8 @@ def _hydra_message(err: Exception, command: str) -> str:
         hint = f"; to add an entry to a free-form dict write +{key}=..." if ".kwargs." in key else ""
         return f"gensis {command}: unknown key '{key}' (see gensis {command} --help for the valid keys{hint})"
     if "Could not find" in text and "experiment" in text:
-        available = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
-        return f"gensis {command}: {text.split('Available options')[0].strip()} (available experiments: {', '.join(available)})"
+        return (f"gensis {command}: {text.split('Available options')[0].strip()} "
+                f"(available experiments: {', '.join(experiment_presets())})")
     return f"gensis {command}: {text}"
 
 
