@@ -1,23 +1,28 @@
 """Encoder quality of the whole pipeline on a labeled tile dataset (class subfolders, optional groups.csv).
 
-    python benchmarks/quality.py DATASET_DIR [--recipe cpu_quality_2h] [--seeds 0 1 2] [--out DIR]
+    python benchmarks/quality.py DATASET_DIR [--recipe cpu_quality_2h] [--seeds 0 1 2 3 4] [--out DIR]
                                  [--stage3 gen.p=0.5 disentangle.weight=1.0 ...]
+    python benchmarks/quality.py DATASET_DIR --seeds 5 6          # more seeds later: merged into quality.json
     python benchmarks/quality.py DATASET_DIR --recipe gpu_quality --autoencoder --px 224 --ssl-tiles 0
 
 1. Split the tiles into train and test BY GROUP (groups.csv; by tile otherwise) with
    ``--split-seed``, resized once to ``--px`` PNG folders; the self-supervised stages see
    ``--ssl-tiles`` training tiles (all, with 0), labels never.
-2. Once per split: stage 1 (first seed) -> stage 2 on its embeddings -> generate (views.h5).
-3. Per seed, with the same epochs, steps and schedules: stage 1, stage 3 (Gen-DINO) and the
-   two ablations (no disentanglement: ``disentangle.weight=0``; no generated views:
-   ``gen.p=0``). The disentanglement task adds three images per sample (the interpolated one
-   and its two sources), so those runs cost about 30% more per step.
-4. ``gensis eval`` every encoder and an untrained one (kNN and linear probe, the whole
-   training split as the probe's training set): balanced accuracy, macro-F1 and AUC, mean
-   and spread over seeds, and stage 3's gain over stage 1 paired by seed.
+2. Once per split: stage 1 with ``--generator-seed`` (none of the compared seeds, so that no
+   compared run is the generator's own encoder) -> stage 2 on its embeddings -> generate.
+3. Per seed, with the same epochs, steps and schedules: stage 1, a compute-matched stage-1
+   control (``--control-factor`` times the epochs: stage 3 costs about that much more per
+   step), stage 3 (Gen-DINO) and the two ablations (no disentanglement:
+   ``disentangle.weight=0``; no generated views: ``gen.p=0``).
+4. ``gensis eval`` every encoder and an untrained one (kNN, linear probe and few-shot
+   prototypes with 1, 5, 10 and 25 tiles per class, 100 draws each): balanced accuracy,
+   macro-F1 and AUC, mean and spread over seeds, and the gains over stage 1 and over the
+   control paired by seed with 95% t-intervals.
 
-Writes quality.json, quality.md (table) and quality.png (plot) in ``--out``. Every step is
-resumable: run the same command again after a kill.
+Seeds may be trained by separate invocations (``--seeds``): each merges its seeds into
+quality.json (the other settings must be the same). Writes quality.json, quality.md (tables)
+and quality.png (plot) in ``--out``. Every step is resumable: run the same command again
+after a kill.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ from gensis.data.tile_source import ImageFolderTiles  # noqa: E402
 from gensis.evaluation.split import train_test_split  # noqa: E402
 
 VARIANTS = {"stage3": [], "stage3_no_disentangle": ["disentangle.weight=0"], "stage3_no_generated": ["gen.p=0"]}
-ENCODERS = ["random", "stage1", *VARIANTS]
+ENCODERS = ["random", "stage1", "stage1_control", *VARIANTS]
+FEW_SHOT = ("few_shot_1", "few_shot_5", "few_shot_10", "few_shot_25")
 METRICS = ("balanced_accuracy", "macro_f1", "auc")
 
 
@@ -91,19 +97,53 @@ def write_split(dataset: Path, tiles: ImageFolderTiles, indices, target: Path, p
         writer.writerows(rows)
 
 
+def prepare_split(dataset: Path, data: Path, split_seed: int, test_fraction: float, ssl_tiles: int, px: int) -> dict:
+    """``data/train``, ``data/test`` (split by group) and ``data/ssl`` (``ssl_tiles`` of train; 0: all) at ``px``."""
+    tiles = ImageFolderTiles(dataset, labels=True)
+    train_idx, test_idx = train_test_split(tiles.labels, tiles.groups, test_fraction, split_seed)
+    rng = np.random.default_rng(split_seed)
+    ssl_idx = (np.sort(rng.choice(train_idx, ssl_tiles, replace=False))
+               if 0 < ssl_tiles < len(train_idx) else np.sort(train_idx))
+    for name, indices in (("train", train_idx), ("test", test_idx), ("ssl", ssl_idx)):
+        write_split(dataset, tiles, indices, data / name, px)
+    return {"n_tiles": len(tiles), "classes": tiles.classes,
+            "split": "by group" if tiles.groups is not None else "stratified by tile",
+            "n_train": len(train_idx), "n_test": len(test_idx), "n_ssl": len(ssl_idx)}
+
+
 def evaluate(encoder: str, out: Path, data: Path, recipe: str, seed: int) -> dict:
     if not (out / "metrics.json").is_file():
         gensis("eval", f"encoder={encoder}", f"data.train={data / 'train'}", f"data.test={data / 'test'}",
                f"out={out}", f"experiment={recipe}", f"seed={seed}", "data.workers=2")
     scores = json.loads((out / "metrics.json").read_text())
-    return {probe: {key: scores[probe][key] for key in METRICS} for probe in ("knn", "linear")}
+    result = {probe: {key: scores[probe][key] for key in METRICS} for probe in ("knn", "linear")}
+    for n, value in scores.get("few_shot", {}).items():
+        result[f"few_shot_{n}"] = {"balanced_accuracy": value["mean"]}
+    return result
+
+
+def recipe_epochs(recipe: str) -> int:
+    """optim.epochs of stage 1 under ``recipe``."""
+    from gensis.cli import _all_blocks
+    from gensis.config.compose import compose_config
+    from gensis.config.stage1 import Stage1Config
+
+    cfg = compose_config("stage1", Stage1Config, [f"experiment={recipe}", "data.path=.", "out=."],
+                         other_blocks=_all_blocks())
+    return cfg.optim.epochs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--recipe", default="cpu_quality_2h", help="experiment preset of every command")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="seeds to train now; results of earlier invocations (other seeds) are kept and merged")
+    parser.add_argument("--generator-seed", type=int, default=1000,
+                        help="seed of the stage-1 encoder stage 2 is conditioned on: none of the compared seeds")
+    parser.add_argument("--control-factor", type=float, default=1.4,
+                        help="the compute-matched stage-1 control trains this many times the recipe's epochs "
+                             "(stage 3 costs about as much more per step; compare the seconds in quality.json)")
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=float, default=0.3)
     parser.add_argument("--px", type=int, default=64, help="tiles are resized once to this size")
@@ -114,62 +154,72 @@ def main() -> None:
     parser.add_argument("--autoencoder", action="store_true",
                         help="latent-space stage 2: train gensis autoencoder on the SSL tiles first (GPU recipe)")
     parser.add_argument("--autoencoder-epochs", type=int, default=10)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="stage-3 runs per seed (default: stage 3 and both ablations)")
     args = parser.parse_args()
+    if args.generator_seed in args.seeds:
+        raise SystemExit(f"--generator-seed {args.generator_seed} is one of --seeds: the generator's encoder must "
+                         f"not be one of the compared runs")
     out = args.out or ROOT / "benchmarks" / "out" / f"quality_{args.recipe}"
     data = out / "data"
     started = time.perf_counter()
 
-    tiles = ImageFolderTiles(args.dataset, labels=True)
-    train_idx, test_idx = train_test_split(tiles.labels, tiles.groups, args.test_fraction, args.split_seed)
-    rng = np.random.default_rng(args.split_seed)
-    ssl_idx = (np.sort(rng.choice(train_idx, args.ssl_tiles, replace=False))
-               if 0 < args.ssl_tiles < len(train_idx) else np.sort(train_idx))
-    for name, indices in (("train", train_idx), ("test", test_idx), ("ssl", ssl_idx)):
-        write_split(args.dataset, tiles, indices, data / name, args.px)
+    split = prepare_split(args.dataset, data, args.split_seed, args.test_fraction, args.ssl_tiles, args.px)
     recipe = f"experiment={args.recipe}"
-    results = {"dataset": args.dataset.name, "recipe": args.recipe, "n_tiles": len(tiles), "classes": tiles.classes,
-               "split": "by group" if tiles.groups is not None else "stratified by tile",
-               "n_train": len(train_idx), "n_test": len(test_idx), "n_ssl": len(ssl_idx), "split_seed": args.split_seed,
-               "stage3_overrides": args.stage3, "generate_overrides": args.generate, "seconds": {}, "seeds": {}}
+    settings = {"dataset": args.dataset.name, "recipe": args.recipe, **split, "split_seed": args.split_seed,
+                "generator_seed": args.generator_seed, "control_factor": args.control_factor,
+                "stage3_overrides": args.stage3, "generate_overrides": args.generate}
+    quality_json = out / "quality.json"
+    results = json.loads(quality_json.read_text()) if quality_json.is_file() else {}
+    changed = [k for k in settings if k in results and results[k] != settings[k]]
+    if changed:
+        raise SystemExit(f"{quality_json} was made with other settings ({', '.join(changed)}); give another --out")
+    results = {"seconds": {}, "seeds": {}, **results, **settings}
 
-    first = args.seeds[0]
     seconds = results["seconds"]
-    seconds["stage1"] = {}
-    seconds["stage1"][first] = train("stage1", out / f"seed{first}" / "stage1", f"data.path={data / 'ssl'}",
-                                     recipe, f"seed={first}")
     generator = out / "generator"
+    conditioning = generator / "stage1"
+    seconds["generator_stage1"] = train("stage1", conditioning, f"data.path={data / 'ssl'}", recipe,
+                                        f"seed={args.generator_seed}")
     latent = []
     if args.autoencoder:
         seconds["autoencoder"] = train("autoencoder", generator / "autoencoder", f"data.path={data / 'ssl'}", recipe,
                                        f"seed={args.split_seed}", f"train.epochs={args.autoencoder_epochs}")
         latent = [f"generator.vae={generator / 'autoencoder' / 'vae'}"]
-    seconds["stage2"] = train("stage2", generator / "stage2", f"data.path={data / 'ssl'}",
-                              f"encoder={out / f'seed{first}' / 'stage1'}", recipe, f"seed={args.split_seed}", *latent)
+    seconds["stage2"] = train("stage2", generator / "stage2", f"data.path={data / 'ssl'}", f"encoder={conditioning}",
+                              recipe, f"seed={args.split_seed}", *latent)
     views = generator / "views.h5"
     seconds["generate"] = once(generator / "views.done.json", lambda: gensis(
-        "generate", f"diffusion={generator / 'stage2'}", f"encoder={out / f'seed{first}' / 'stage1'}",
+        "generate", f"diffusion={generator / 'stage2'}", f"encoder={conditioning}",
         f"data.path={data / 'ssl'}", f"out={views}", recipe, f"seed={args.split_seed}", *args.generate))
     random_scores = evaluate("random", out / "eval_random", data, args.recipe, args.split_seed)
+    control_epochs = max(1, round(recipe_epochs(args.recipe) * args.control_factor))
 
     for seed in args.seeds:
         run = out / f"seed{seed}"
-        seconds["stage1"][seed] = train("stage1", run / "stage1", f"data.path={data / 'ssl'}", recipe,
-                                        f"seed={seed}")
-        for variant, overrides in VARIANTS.items():
-            seconds.setdefault(variant, {})[seed] = train(
+        seconds.setdefault("stage1", {})[str(seed)] = train("stage1", run / "stage1", f"data.path={data / 'ssl'}",
+                                                             recipe, f"seed={seed}")
+        seconds.setdefault("stage1_control", {})[str(seed)] = train(
+            "stage1", run / "stage1_control", f"data.path={data / 'ssl'}", recipe, f"seed={seed}",
+            f"optim.epochs={control_epochs}")
+        for variant in args.variants:
+            overrides = VARIANTS[variant]
+            seconds.setdefault(variant, {})[str(seed)] = train(
                 "stage3", run / variant, f"data.path={data / 'ssl'}", f"views={views}", recipe, f"seed={seed}",
                 *args.stage3, *overrides)
         scores = {"random": random_scores}
-        for name in ("stage1", *VARIANTS):
+        for name in ("stage1", "stage1_control", *args.variants):
             scores[name] = evaluate(str(run / name), run / f"eval_{name}", data, args.recipe, seed)
-        results["seeds"][seed] = scores
-        results["wall_seconds"] = time.perf_counter() - started
-        (out / "quality.json").write_text(json.dumps(results, indent=2))
+        results["seeds"][str(seed)] = scores
+        results["wall_seconds"] = results.get("wall_seconds", 0.0) + time.perf_counter() - started
+        started = time.perf_counter()
+        quality_json.write_text(json.dumps(results, indent=2))
     summarise(results, out)
 
 
 def values(results: dict, name: str, probe: str, key: str) -> np.ndarray:
-    return np.array([s[name][probe][key] for s in results["seeds"].values()], float)
+    return np.array([s[name][probe][key] if probe in s[name] else np.nan for s in results["seeds"].values()],
+                    float)
 
 
 def cell(v: np.ndarray, signed: bool = False) -> str:
@@ -177,16 +227,33 @@ def cell(v: np.ndarray, signed: bool = False) -> str:
     return mean + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else "")
 
 
+def interval(d: np.ndarray) -> str:
+    """Mean and 95% t-interval of paired differences."""
+    if len(d) < 2:
+        return f"{d.mean():+.3f}"
+    from scipy.stats import t
+
+    half = t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+
+
 def summarise(results: dict, out: Path) -> None:
+    present = [n for n in ENCODERS if all(n in s for s in results["seeds"].values())]
     rows = ["| encoder | kNN bal. acc | kNN macro-F1 | kNN AUC | linear bal. acc | linear macro-F1 | linear AUC |",
             "|---|---|---|---|---|---|---|"]
-    for name in ENCODERS:
+    for name in present:
         rows.append(f"| {name} | " + " | ".join(cell(values(results, name, p, k)) for p in ("knn", "linear")
                                                  for k in METRICS) + " |")
-    for name in VARIANTS:
-        gains = [cell(values(results, name, p, k) - values(results, "stage1", p, k), signed=True)
-                 for p in ("knn", "linear") for k in METRICS]
-        rows.append(f"| {name} - stage1 (paired by seed) | " + " | ".join(gains) + " |")
+    probes = ("knn", "linear", *FEW_SHOT)
+    rows += ["", f"Balanced accuracy gains paired by seed ({len(results['seeds'])} seeds): mean [95% t-interval]", "",
+             "| comparison | " + " | ".join(p.replace("_", " ") for p in probes) + " |",
+             "|---|" + "---|" * len(probes)]
+    comparisons = [*((v, "stage1") for v in ("stage1_control", *VARIANTS)), ("stage3", "stage1_control")]
+    for name, reference in [(a, b) for a, b in comparisons if a in present and b in present]:
+        gains = [interval(values(results, name, p, "balanced_accuracy") - values(results, reference, p,
+                                                                                  "balanced_accuracy"))
+                 for p in probes]
+        rows.append(f"| {name} - {reference} | " + " | ".join(gains) + " |")
     table = "\n".join(rows)
     (out / "quality.md").write_text(table + "\n")
     print(table)
@@ -196,16 +263,16 @@ def summarise(results: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    x = np.arange(len(ENCODERS))
+    x = np.arange(len(present))
     for offset, probe in ((-0.2, "knn"), (0.2, "linear")):
-        v = [values(results, n, probe, "balanced_accuracy") for n in ENCODERS]
+        v = [values(results, n, probe, "balanced_accuracy") for n in present]
         ax.bar(x + offset, [a.mean() for a in v], width=0.4, label=probe, capsize=3,
                yerr=[a.std(ddof=1) if len(a) > 1 else 0 for a in v])
         for i, a in enumerate(v):
             ax.scatter(np.full(len(a), i + offset), a, color="black", s=8, zorder=3)
-    low = min(values(results, n, p, "balanced_accuracy").min() for n in ENCODERS for p in ("knn", "linear"))
+    low = min(values(results, n, p, "balanced_accuracy").min() for n in present for p in ("knn", "linear"))
     ax.set_ylim(max(0.0, low - 0.05), 1.0)
-    ax.set_xticks(x, [n.replace("stage3_", "stage3\n") for n in ENCODERS])
+    ax.set_xticks(x, [n.replace("stage3_", "stage3\n").replace("stage1_", "stage1\n") for n in present])
     ax.set_ylabel("balanced accuracy")
     ax.set_title(f"{results['dataset']} ({results['recipe']}, {len(results['seeds'])} seed(s); dots: seeds)")
     ax.legend(loc="lower right")

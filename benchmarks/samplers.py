@@ -65,7 +65,7 @@ def main() -> None:
 
     import torch
 
-    from gensis.config.augment import AugmentConfig
+    from gensis.config.augment import AugmentConfig, blur_sigma_range
     from gensis.config.diffusion import SamplerConfig
     from gensis.data.augment import augmented_view, eval_transform
     from gensis.data.tile_source import open_tiles
@@ -86,7 +86,8 @@ def main() -> None:
     e = embed_images(model, real, plain, device)
     k, n = args.views, len(real)
     torch.manual_seed(0)
-    augment = augmented_view(spec.img_size, (0.4, 1.0), AugmentConfig(), 0.5, 0.0, spec.mean, spec.std)
+    augment = augmented_view(spec.img_size, (0.4, 1.0), AugmentConfig(), 0.5, 0.0, spec.mean, spec.std,
+                             blur_sigma_range(spec.img_size))
     augmented = embed_images(model, [a for a in real for _ in range(k)], augment, device).reshape(n, k, -1)
     others = (np.arange(n) + rng.integers(1, n, size=n)) % n
     reference = float(np.einsum("td,tkd->tk", e, augmented).mean())

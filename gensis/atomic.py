@@ -1,6 +1,8 @@
-"""Atomic file writes: write to a temporary name beside the target, then rename.
+"""Atomic file writes: write to a temporary name beside the target, flush it to disk, then rename.
 
-A killed run therefore never leaves a half-written output under its final name.
+A killed run therefore never leaves a half-written output under its final name, and a power
+loss never leaves a renamed but empty one (the data is fsynced before the rename, the folder
+after it).
 """
 
 from __future__ import annotations
@@ -32,10 +34,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if path.is_dir() and tmp.is_dir():
             remove(path)
-        os.replace(tmp, path)
+        durable_replace(tmp, path)
     except BaseException:
         remove(tmp)
         raise
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush a file, or every file and folder of a tree, to disk."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        for root, _, files in os.walk(path):
+            for name in files:
+                _fsync(Path(root) / name)
+            _fsync(Path(root), directory=True)
+    elif path.is_file():
+        _fsync(path)
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot fsync a folder
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def durable_replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """``os.replace(src, dst)`` with ``src`` flushed to disk first and the folder after."""
+    fsync_tree(Path(src))
+    os.replace(src, dst)
+    _fsync(Path(dst).parent, directory=True)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

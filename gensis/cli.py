@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import sys
 from dataclasses import dataclass
 from typing import Sequence
@@ -85,7 +86,8 @@ def _usage() -> str:
     lines = ["usage: gensis COMMAND [key=value ...]   (gensis COMMAND --help for its keys)", "", "commands:"]
     width = max(len(n) for n in COMMANDS)
     lines += [f"  {name.ljust(width)}  {cmd.help}" for name, cmd in COMMANDS.items()]
-    lines += ["", "any command takes experiment=tiny to run in seconds on a CPU"]
+    lines += ["", "any command takes experiment=tiny to run in seconds on a CPU",
+              "errors are one line; set GENSIS_DEBUG=1 to see the traceback of an unexpected one"]
     return "\n".join(lines)
 
 
@@ -95,7 +97,8 @@ def _command_help(command: Command) -> str:
     schema = command.schema()
     defaults = _yaml_defaults(command.name)
     rows = describe_schema(schema)
-    lines = [f"usage: gensis {command.name} [key=value ...]", "", command.help, "", "keys (default):"]
+    lines = [f"usage: gensis {command.name} [key=value ...]   (GENSIS_DEBUG=1: tracebacks of unexpected errors)",
+             "", command.help, "", "keys (default):"]
     width = max(len(k) for k, _, _ in rows)
     for key, default, text in rows:
         shown = defaults.get(key, default)
@@ -155,8 +158,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = compose_config(name, command.schema(), args, other_blocks=_all_blocks())
         return int(command.run(cfg) or 0)
     except GensisError as err:
-        print(f"gensis {name}: error: {str(err).removeprefix(f'gensis {name}: ')}", file=sys.stderr)
+        print(f"gensis {name}: error: {_one_line(err).removeprefix(f'gensis {name}: ')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gensis {name}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as err:  # unexpected: one line, the traceback only when asked for
+        if os.environ.get("GENSIS_DEBUG"):
+            raise
+        from gensis.errors import disk_full_error, is_disk_full
+
+        message = str(disk_full_error("?", err)) if is_disk_full(err) else f"{type(err).__name__}: {_one_line(err)}"
+        print(f"gensis {name}: error: {message} (GENSIS_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(err: BaseException) -> str:
+    """An error's message on one line; for one re-raised from a DataLoader worker, the worker's own message."""
+    text = str(err)
+    if "Original Traceback" in text:  # torch wraps a worker's exception with the worker's traceback
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " ".join(lines) if len(lines) <= 3 else lines[0]

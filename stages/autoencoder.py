@@ -111,9 +111,9 @@ def export(module: AutoencoderModule, out: Path, held_out: torch.Tensor, metrics
 def run(cfg: AutoencoderConfig) -> int:
     if not cfg.data.path:
         raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
-    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     tiles = open_tiles(cfg.data.path, transform=diffusion_transform(cfg.vae.image_size))
+    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume, keys=tiles.keys)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     if len(tiles) <= cfg.held_out:
         raise GensisError(f"data.path={cfg.data.path}: {len(tiles)} tiles, not more than held_out={cfg.held_out}")
     order = np.random.default_rng(cfg.seed).permutation(len(tiles))

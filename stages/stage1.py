@@ -22,11 +22,11 @@ from gensis.training.run_dir import prepare_run_dir
 def run(cfg: Stage1Config) -> int:
     if not cfg.data.path:
         raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
-    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
     transform = (uint8_transform(cfg.augment.source_size) if cfg.augment.on_gpu
                  else MultiCropAugment(cfg.crops, cfg.augment, IMAGENET_MEAN, IMAGENET_STD))
     dataset = open_tiles(cfg.data.path, transform=transform)
+    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume, keys=dataset.keys)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     trainer, _ = fit_dino(cfg, dataset, lambda steps, world: DINOModule(cfg, steps, world), out, ckpt,
                           curves=("train/loss", "train/lr"), title="stage 1 (DINO)")
     if trainer.is_global_zero:

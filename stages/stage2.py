@@ -30,6 +30,7 @@ from gensis.config.stage2 import Stage2Config
 from gensis.data.conditioned_tiles import open_conditioned_tiles
 from gensis.data.embeddings_store import matches, read_embeddings
 from gensis.data.tile_source import open_tiles
+from gensis.diffusion.condition_noise import training_condition
 from gensis.diffusion.pipeline import EmbeddingDiffusionPipeline, make_scheduler
 from gensis.errors import GensisError
 from gensis.evaluation.embed_run import embed_tiles, pick_device
@@ -121,7 +122,9 @@ class DiffusionModule(L.LightningModule):
         noise = torch.randn_like(x0)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
         noisy = self.noise_scheduler.add_noise(x0, noise, t)
-        tokens = self.conditioner(batch["embedding"])
+        condition = training_condition(batch["embedding"], self.cfg.generator.condition_noise,
+                                       self.noise_scheduler.alphas_cumprod)
+        tokens = self.conditioner(condition)
         prediction = self.unet(noisy, t, encoder_hidden_states=tokens.to(noisy.dtype)).sample
         target = noise if self.cfg.generator.prediction == "epsilon" else self.noise_scheduler.get_velocity(x0, noise, t)
         loss = F.mse_loss(prediction.float(), target.float())
@@ -254,7 +257,7 @@ def run(cfg: Stage2Config) -> int:
     _, spec = load_encoder(cfg.encoder)
     vae = load_vae(cfg)
     model_geometry(cfg, vae)   # sizes checked before any work
-    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume)
+    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume, keys=open_tiles(cfg.data.path).keys)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     embeddings_path = cache_embeddings(cfg, out, spec)
     embeddings, keys, attrs = read_embeddings(embeddings_path)

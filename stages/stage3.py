@@ -4,13 +4,17 @@ DINO with the stage-1 recipe (same schedules, from scratch unless ``init=``), pl
 parts that can each be switched off for ablations:
 
 - generated views (``gen.p``): with probability p a sample's second global crop is cut from
-  one of its generated views, so the global pair is (real tile, generated view);
+  one of its generated views (without solarisation), so the global pair is (real tile,
+  generated view); real tiles are first brought to the views' resolution, so that the pair
+  cannot be told apart by sharpness (gensis/data/gen_dino_tiles.py);
 - disentanglement (``disentangle.weight`` = lambda): the student sees a view of an
   interpolated image, its target is the teacher's outputs on views of the two source
   tiles mixed by alpha before centring and sharpening (gensis/losses/disentangle.py).
 
-Loss: L_dino + lambda * L_dis. Checkpoint, resume, DDP, bf16, logs and the encoder export
-are those of stage 1 (gensis/training/dino_module.py, dino_fit.py).
+Loss: L_dino + lambda * L_dis / P, P the number of crop pairs L_dino averages over
+(n_global * (n_crops - 1)), so that lambda = 1 weighs the task like one DINO crop pair.
+Checkpoint, resume, DDP, bf16, logs and the encoder export are those of stage 1
+(gensis/training/dino_module.py, dino_fit.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from gensis.data.gen_dino_tiles import GenDINOTiles
 from gensis.data.tile_source import open_tiles
 from gensis.data.views_store import check_views_store
 from gensis.errors import GensisError
+from gensis.losses.dino import DINOLoss
 from gensis.losses.disentangle import DisentanglementLoss
 from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from gensis.training.dino_fit import fit_dino
@@ -42,11 +47,11 @@ class GenDINOModule(DINOModule):
         """``augment.on_gpu``: cut every crop on the device, the generated ones included."""
         if self.batch_augment is None or not self.training:
             return batch
-        c, a, make = self.cfg.crops, self.cfg.augment, self.batch_augment
+        c, make = self.cfg.crops, self.batch_augment
         crops = make(batch["image"])
         if self.cfg.gen.p > 0:
             generated = make.view(batch["generated_image"].float() / 255.0, c.global_size, c.global_scale, 0.1,
-                                  a.solarize)
+                                  0.0)  # the generated view's global slot has no solarisation
             crops[1] = torch.where(batch["generated"][:, None, None, None], generated, crops[1])
         batch["image"] = crops
         if "interp" in batch:
@@ -66,6 +71,7 @@ class GenDINOModule(DINOModule):
         student_out = self.student(student_in)
         split = n_global * b
         student_dino = student_out if not interp else torch.cat([student_out[:split], student_out[split + b:]])
+        self.log_diagnostics(student_dino, teacher_out[:split], teacher_temp)
         # both terms see this step's centre c; it moves (with the global crops only) after both
         dino = self.loss(student_out=student_dino, teacher_out=teacher_out[:split], n_crops=self.n_crops,
                          teacher_temp=teacher_temp, update_center=False)
@@ -75,7 +81,7 @@ class GenDINOModule(DINOModule):
             first, second = teacher_out[split:].chunk(2)
             dis = self.disentangle_loss(student_out[split:split + b], first, second, batch["alpha"],
                                         self.loss.center, teacher_temp)
-            loss = loss + self.cfg.disentangle.weight * dis
+            loss = loss + self.cfg.disentangle.weight * dis / DINOLoss.n_pairs(n_global, self.n_crops)
             parts["disentangle"] = dis
         self.loss.update_center(teacher_out[:split])
         return {"loss": loss, **parts}
@@ -110,7 +116,7 @@ def run(cfg: Stage3Config) -> int:
     if cfg.uses_views:
         check_views_store(cfg.views, tiles.keys, need_views=cfg.gen.p > 0, need_interpolations=interpolations,
                           source=cfg.data.path)
-    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume)
+    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume, keys=tiles.keys)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset = GenDINOTiles(tiles, cfg.views, cfg.gen.p, interpolations, cfg.crops, cfg.augment, IMAGENET_MEAN,
                            IMAGENET_STD, on_device=cfg.augment.on_gpu)

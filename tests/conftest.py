@@ -57,7 +57,10 @@ def tiny_demo(tmp_path_factory):
     return root / "demo"
 
 
+HANG_GUARD_S = 1800  # against a hang only: a slow or busy machine must never fail a test
+
+
 def run_cli(*args, cwd=None):
     """Run ``gensis`` in a fresh process; returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "gensis", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+                          cwd=cwd, timeout=HANG_GUARD_S)

@@ -6,6 +6,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from tests.conftest import HANG_GUARD_S
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
@@ -15,7 +17,7 @@ def test_interpolation_notebook_runs_on_tiny_checkpoints(tiny_demo, monkeypatch)
     monkeypatch.setenv("GENSIS_TILES", str(tiny_demo / "tiling"))
     monkeypatch.setenv("GENSIS_STEPS", "3")
     notebook = nbformat.read(NOTEBOOKS / "interpolation.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
+    NotebookClient(notebook, timeout=HANG_GUARD_S, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOKS)}}, env=dict(os.environ)).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]

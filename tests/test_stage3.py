@@ -38,7 +38,8 @@ def views(lung_tiles, tmp_path_factory):
 
 
 def metrics(run):
-    return list(csv.DictReader(open(run / "metrics.csv")))
+    """The per-step rows of a run's metrics.csv (the per-epoch diagnostics have rows of their own)."""
+    return [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("train/loss")]
 
 
 def stage3(lung_tiles, out, *args):
@@ -56,13 +57,16 @@ def gen_dino_run(lung_tiles, views, tmp_path_factory):
 def test_stage3_trains_with_both_parts_and_exports_the_encoder(gen_dino_run):
     rows = metrics(gen_dino_run)
     assert len(rows) == 36 // 8
+    pairs = 2 * (2 + 2 - 1)         # tiny: each of 2 global crops against the 3 other crops
     for row in rows:
-        total = float(row["train/dino"]) + 1.0 * float(row["train/disentangle"])   # disentangle.weight = 1
+        total = float(row["train/dino"]) + 1.0 * float(row["train/disentangle"]) / pairs   # weight 1: one pair
         assert float(row["train/loss"]) == pytest.approx(total, rel=1e-5)
     shares = [float(r["train/generated_share"]) for r in rows]
     assert 0 < np.mean(shares) < 1                                   # gen.p = 0.5 pairs about half the samples
     model, spec = load_encoder(gen_dino_run)
     assert spec.embed_dim == 64 and (gen_dino_run / "loss.png").is_file()
+    diagnostics = [r for r in csv.DictReader(open(gen_dino_run / "metrics.csv")) if r.get("diag/teacher_entropy")]
+    assert len(diagnostics) == 1                                    # one row per epoch, as in stage 1
 
 
 @pytest.mark.parametrize("parts, columns, share", [
@@ -78,7 +82,7 @@ def test_each_part_switches_off(lung_tiles, views, tmp_path, parts, columns, sha
     assert present == columns
     assert all(float(r["train/generated_share"]) == share for r in rows)
     if "train/disentangle" in columns:
-        expected = [float(r["train/dino"]) + 0.5 * float(r["train/disentangle"]) for r in rows]
+        expected = [float(r["train/dino"]) + 0.5 * float(r["train/disentangle"]) / 6 for r in rows]  # 6 pairs
         np.testing.assert_allclose([float(r["train/loss"]) for r in rows], expected, rtol=1e-5)
 
 
@@ -187,7 +191,8 @@ def test_each_loss_gets_the_right_rows(lung_tiles, views, tmp_path):
 
 
 def test_interpolated_items_carry_their_sources_in_order(lung_tiles, views):
-    """On the device path images are only resized: each item's sources equal the stored pair, first first."""
+    """On the device path images are only resized: each item's sources equal the stored pair, first first,
+    brought to the views' resolution (16 px) before the resize to the source size."""
     import h5py
 
     from gensis.data.augment import uint8_transform
@@ -203,7 +208,8 @@ def test_interpolated_items_carry_their_sources_in_order(lung_tiles, views):
     for index in range(4):
         item = dataset[index]
         j = int(np.argmin(np.abs(alphas - item["alpha"])))
-        first, second = (Image.fromarray(tiles.load(int(t))) for t in pairs[j])
+        first, second = (Image.fromarray(tiles.load(int(t))).resize((16, 16), Image.Resampling.BICUBIC)
+                         for t in pairs[j])
         assert torch.equal(item["interp"][1], resize(first)) and torch.equal(item["interp"][2], resize(second))
         assert "generated_image" not in item                       # gen.p = 0: no second copy of the tile
 
@@ -224,3 +230,28 @@ def test_generated_crops_come_from_the_views_store(lung_tiles, tmp_path):
     assert 0.2 <= item["alpha"] <= 0.8
     never = GenDINOTiles(tiles, path, 0.0, False, crops, plain, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))[0]
     assert not never["generated"] and never["image"][1].std() > 0.05 and "interp" not in never
+
+
+def test_real_and_generated_crops_reach_the_network_at_one_resolution(tmp_path):
+    """Tiles of a 1 px checkerboard (64 px) against 32 px views, crops of a quarter of the tile: the real crop
+    is cut from the tile brought to 32 px, where the checkerboard is a flat grey, so it is no sharper than a
+    generated one; without views the same crop is a 32 px piece of the 64 px tile and keeps the pattern."""
+    from gensis.data.tile_source import ImageFolderTiles
+    from PIL import Image
+
+    board = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)
+    for i in range(2):
+        Image.fromarray(np.stack([board] * 3, -1)).save(tmp_path / f"t{i}.png")
+    tiles = ImageFolderTiles(tmp_path)
+    path = write_views(tmp_path / "views.h5", tiles.keys, size=32, fill=128)
+    plain = AugmentConfig(flip=False, rotate90=False, color_jitter=0, grayscale=0, hed_jitter=0, blur=False,
+                          solarize=0)
+    crops = CropConfig(n_global=2, n_local=0, global_size=32, global_scale=(0.25, 0.25))
+    torch.manual_seed(0)
+    item = GenDINOTiles(tiles, path, 1.0, False, crops, plain, (0.5,) * 3, (0.5,) * 3)[0]
+    real, generated = item["image"]
+    expected = np.asarray(Image.fromarray(np.stack([board] * 3, -1)).resize((32, 32), Image.Resampling.BICUBIC))
+    assert np.abs(expected.astype(float) - 127.5).max() < 20          # the reference: the checkerboard averages out
+    assert real.std() < 0.15 and generated.std() < 1e-6
+    no_views = GenDINOTiles(tiles, None, 0.0, False, crops, plain, (0.5,) * 3, (0.5,) * 3)[0]
+    assert no_views["image"][0].std() > 0.3                        # without views the tile keeps its 64 px detail

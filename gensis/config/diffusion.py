@@ -48,6 +48,9 @@ class GeneratorConfig:
     zero_terminal_snr: bool = _help("rescale the noise schedule so that its last step is pure noise (Lin et al. "
                                     "2023): drawn tiles then get the right brightness with few-step samplers", True)
     dihedral: bool = _help("train on random flips / 90-degree rotations of each tile (same embedding)", False)
+    condition_noise: int = _help("train on conditions noised at a random DDPM timestep up to this (GenView's "
+                                 "formula, gensis/diffusion/condition_noise.py; 0: clean embeddings), so that "
+                                 "p(tile | e) covers more than the one tile e came from", 0)
     cache_latents: bool = _help("latent space: encode every tile once into out/latents.h5 instead of every epoch",
                                 True)
 
@@ -62,6 +65,8 @@ class GeneratorConfig:
             raise ValueError(f"generator.p_uncond must be in [0, 1), got {self.p_uncond}")
         if self.n_tokens < 1:
             raise ValueError(f"generator.n_tokens must be >= 1, got {self.n_tokens}")
+        if not 0 <= self.condition_noise <= self.train_timesteps:
+            raise ValueError(f"generator.condition_noise must be in [0, train_timesteps], got {self.condition_noise}")
         if self.zero_terminal_snr and self.prediction != "v_prediction":
             raise ValueError("generator.zero_terminal_snr=true needs generator.prediction=v_prediction "
                              "(epsilon cannot be predicted from pure noise)")
@@ -79,15 +84,16 @@ class SamplerConfig:
     name: str = _help("ddim | dpm++ | ddpm | euler | unipc (any diffusers scheduler through the pipeline API)",
                       "dpm++")
     steps: int = _help("denoising steps (DPM-Solver++ 10 at guidance 2: see BENCHMARKS.md)", 10)
-    guidance: float = _help("classifier-free guidance scale (1: no guidance)", 2.0)
+    guidance: float = _help("classifier-free guidance scale (1: the condition alone; above 1: stronger; below 1 "
+                            "down to 0: weaker, 0 ignores the condition)", 2.0)
 
     def __post_init__(self):
         if self.name not in SAMPLERS:
             raise ValueError(f"sampler.name must be one of {'|'.join(SAMPLERS)}, got {self.name!r}")
         if self.steps < 1:
             raise ValueError(f"sampler.steps must be >= 1, got {self.steps}")
-        if self.guidance < 1:
-            raise ValueError(f"sampler.guidance must be >= 1, got {self.guidance}")
+        if self.guidance < 0:
+            raise ValueError(f"sampler.guidance must be >= 0, got {self.guidance}")
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,14 @@ class DinoConfig:
     hidden_dim: int = _help("head MLP width", 2048)
     bottleneck_dim: int = _help("head bottleneck", 256)
     norm_last_layer: bool = _help("fix the norm of the head's last layer", True)
+    head_batch_norm: bool = _help("batch norm after each hidden layer of the head (DINO's use_bn)", False)
     student_temp: float = _help("tau_s", 0.1)
     teacher_temp: float = _help("tau_t after warm-up", 0.04)
     warmup_teacher_temp: float = _help("tau_t at the start", 0.04)
     warmup_teacher_temp_epochs: int = _help("epochs of tau_t warm-up", 0)
-    momentum_teacher: float = _help("teacher EMA momentum at the start (cosine to 1)", 0.996)
+    momentum_teacher: float = _help("teacher EMA momentum at the start (cosine to momentum_teacher_end)", 0.996)
+    momentum_teacher_end: float = _help("teacher EMA momentum at the end (1: the paper; equal to the start: fixed, "
+                                        "for short runs)", 1.0)
     center_momentum: float = _help("centre EMA momentum", 0.9)
     freeze_last_layer: int = _help("epochs during which the head's last layer is frozen", 1)
 

@@ -39,6 +39,8 @@ class ReportConfig:
     views: int = _help("views drawn per tile for diversity", 4)
     pairs: int = _help("tile pairs for the interpolation check", 4)
     alphas: int = _help("alpha values in [0, 1] per pair", 6)
+    noise_level: int = _help("views drawn with this noise on their condition, as generate.noise_level (0: none)", 0)
+    adaptive_noise: bool = _help("scale noise_level per tile by its tissue share, as generate.adaptive_noise", False)
 
     def __post_init__(self):
         if self.tiles < 0 or self.tiles == 1 or self.views < 2 or self.pairs < 0 or self.alphas < 2:
@@ -71,10 +73,16 @@ class GenerateParams:
     interpolations: int = _help("M interpolated images (-1: as many as tiles)", -1)
     alpha: List[float] = _help("range of alpha for interpolations, drawn uniformly", factory=lambda: [0.2, 0.8])
     batch_size: int = _help("images drawn at once per device", 64)
+    noise_level: int = _help("noise on each view's condition as at this DDPM timestep of the training schedule "
+                             "(GenView; 0: none, e.g. 200 of 1000: views that stray further)", 0)
+    adaptive_noise: bool = _help("scale noise_level per tile by its tissue share (GenView: more noise where the "
+                                 "foreground fills the tile)", False)
 
     def __post_init__(self):
         if self.views_per_tile < 0 or self.interpolations < -1 or self.batch_size < 1:
             raise ValueError("generate needs views_per_tile >= 0, interpolations >= -1, batch_size >= 1")
+        if self.noise_level < 0:
+            raise ValueError(f"generate.noise_level must be >= 0, got {self.noise_level}")
         interval(self.alpha, "generate.alpha")
 
 

@@ -21,7 +21,8 @@ class GenViewsConfig:
 
 @dataclass(frozen=True)
 class DisentangleConfig:
-    weight: float = _help("lambda of L_dino + lambda * L_dis on interpolated images (0: off)", 1.0)
+    weight: float = _help("lambda of L_dino + lambda * L_dis / P on interpolated images, P the DINO loss's crop "
+                          "pairs: 1 weighs the task like one DINO crop pair (0: off)", 1.0)
 
     def __post_init__(self):
         if self.weight < 0:

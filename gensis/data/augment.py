@@ -2,8 +2,11 @@
 
 Global crops (``crops.global_size``, scale ``crops.global_scale``) and local crops, each with
 flips, rotations by 90 degrees, colour jitter, grayscale, HED stain jitter, Gaussian blur
-(1.0 / 0.1 on the two global crops, 0.5 on local ones) and solarisation (second global
-crop), as in DINO plus the histopathology additions of METHOD.md.
+(1.0 / 0.1 on the two global crops, 0.5 on local ones; DINO's sigma range scaled from 224 px
+to the global crop size) and solarisation (second global crop), as in DINO plus the
+histopathology additions of METHOD.md. ``augment.strength`` scales the colour ranges and the
+grayscale and solarisation chances (small crops carry little texture, so strong colour
+changes leave two views of one tile with unrelated targets).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision.transforms import v2
 
-from gensis.config.augment import AugmentConfig, CropConfig
+from gensis.config.augment import AugmentConfig, CropConfig, blur_sigma_range
 from gensis.data.hed_jitter import HEDJitter
 
 __all__ = ["AugmentConfig", "CropConfig", "MultiCropAugment", "eval_transform", "uint8_transform"]
@@ -42,8 +45,14 @@ class PILGaussianBlur(torch.nn.Module):
         return image.filter(ImageFilter.GaussianBlur(radius=radius))
 
 
-def augmented_view(size: int, scale, augment: AugmentConfig, blur_p: float, solarize_p: float, mean, std) -> v2.Compose:
-    """One crop's pipeline: geometric and colour steps on the PIL image (fast), then tensor steps."""
+def augmented_view(size: int, scale, augment: AugmentConfig, blur_p: float, solarize_p: float, mean, std,
+                   blur_sigma=(0.1, 2.0)) -> v2.Compose:
+    """One crop's pipeline: geometric and colour steps on the PIL image (fast), then tensor steps.
+
+    ``solarize_p`` is applied as given (scaled by ``augment.strength``); ``blur_sigma`` in pixels.
+    """
+    solarize_p = min(1.0, solarize_p * augment.strength)
+    augment = augment.at_strength()
     steps = [v2.RandomResizedCrop(size, scale=tuple(scale), interpolation=v2.InterpolationMode.BICUBIC)]
     if augment.flip:
         steps += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
@@ -55,7 +64,7 @@ def augmented_view(size: int, scale, augment: AugmentConfig, blur_p: float, sola
     if augment.grayscale > 0:
         steps.append(v2.RandomGrayscale(p=augment.grayscale))
     if augment.blur and blur_p > 0:
-        steps.append(PILGaussianBlur(p=blur_p))  # DINO's sigma range, on global and local crops alike
+        steps.append(PILGaussianBlur(sigma=tuple(blur_sigma), p=blur_p))
     if solarize_p > 0:
         steps.append(v2.RandomSolarize(threshold=128, p=solarize_p))
     steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
@@ -77,13 +86,14 @@ class MultiCropAugment:
     def __init__(self, crops: CropConfig, augment: AugmentConfig = AugmentConfig(),
                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
         self.crops = crops
+        sigma = blur_sigma_range(crops.global_size)  # one range for global and local crops, as in DINO
         self.global_views = []
         for index in range(crops.n_global):
             blur_p = 1.0 if index == 0 else 0.1
             solarize_p = augment.solarize if index == 1 else 0.0
             self.global_views.append(augmented_view(crops.global_size, crops.global_scale, augment, blur_p, solarize_p,
-                                           mean, std))
-        self.local_view = augmented_view(crops.local_size, crops.local_scale, augment, 0.5, 0.0, mean, std)
+                                                    mean, std, sigma))
+        self.local_view = augmented_view(crops.local_size, crops.local_scale, augment, 0.5, 0.0, mean, std, sigma)
 
     def __call__(self, image) -> list[torch.Tensor]:
         if not isinstance(image, Image.Image):

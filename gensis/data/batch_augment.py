@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gensis.config.augment import blur_sigma_range
 from gensis.data.augment import AugmentConfig, CropConfig
 from gensis.data.hed_jitter import _HED_FROM_RGB, _LOG_EPS, _RGB_FROM_HED
 
@@ -94,14 +95,15 @@ class BatchMultiCrop(nn.Module):
     def __init__(self, crops: CropConfig, augment: AugmentConfig = AugmentConfig(),
                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
         super().__init__()
-        self.crops, self.augment = crops, augment
+        self.crops, self.config, self.augment = crops, augment, augment.at_strength()
+        self.blur_sigma = blur_sigma_range(crops.global_size)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = images.float() / 255.0
-        c, a = self.crops, self.augment
+        c, a = self.crops, self.config
         out = []
         for index in range(c.n_global):
             out.append(self.view(x, c.global_size, c.global_scale, 1.0 if index == 0 else 0.1,
@@ -111,7 +113,10 @@ class BatchMultiCrop(nn.Module):
         return out
 
     def view(self, x, size, scale, blur_p, solarize_p):
+        """One crop of every image of ``x`` (float, 0-1); ``solarize_p`` before ``augment.strength``."""
         from torchvision.ops import roi_align
+
+        solarize_p = min(1.0, solarize_p * self.config.strength)
 
         a = self.augment
         b, _, h, w = x.shape
@@ -142,7 +147,7 @@ class BatchMultiCrop(nn.Module):
         if a.grayscale > 0:
             y = _blend(_chance(b, a.grayscale, dev), _gray(y).expand_as(y), y)
         if a.blur and blur_p > 0:
-            sigma = _uniform(b, 0.1, 2.0, dev)
+            sigma = _uniform(b, *self.blur_sigma, dev)
             y = _gaussian_blur(y, torch.where(_chance(b, blur_p, dev), sigma, torch.zeros_like(sigma)))
         if solarize_p > 0:
             y = _blend(_chance(b, solarize_p, dev), torch.where(y >= 0.5, 1 - y, y), y)

@@ -7,13 +7,13 @@ and renamed when complete; ``n_done`` lets a killed run continue where it stoppe
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import h5py
 import numpy as np
 
+from gensis.atomic import durable_replace
 from gensis.errors import GensisError
 
 STRING = h5py.string_dtype("utf-8")
@@ -76,7 +76,7 @@ class EmbeddingsWriter:
         if self.n_done != len(self.file["keys"]):
             raise GensisError(f"{self.path}: only {self.n_done} of {len(self.file['keys'])} embeddings written")
         self.file.close()
-        os.replace(self.path, self.out)
+        durable_replace(self.path, self.out)
         return self.out
 
     def close(self) -> None:
@@ -98,6 +98,15 @@ def matches(file, keys, dim: int, encoder_hash: str, complete: bool = False) -> 
     if complete and int(file.attrs.get("n_done", -1)) != len(keys):
         return False
     return stored == list(keys)
+
+
+def is_embeddings_file(path: Path) -> bool:
+    """Whether ``path`` is an embeddings file gensis wrote (finished or not): one ``embed`` may replace."""
+    try:
+        with h5py.File(path, "r") as f:
+            return {"embeddings", "keys"} <= set(f) and "encoder" in f.attrs
+    except (OSError, KeyError):
+        return False
 
 
 def read_embeddings(path: str | Path) -> tuple[np.ndarray, list[str], dict]:

@@ -44,6 +44,8 @@ class ViewsPlan:
     encoder: str
     diffusion: str
     keys_sha: str
+    noise_level: int = 0          # DDPM timestep of the noise on a view's condition (0: none)
+    adaptive_noise: bool = False  # scaled per tile by its tissue share
 
     @property
     def n_images(self) -> int:

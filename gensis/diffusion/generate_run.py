@@ -26,6 +26,13 @@ from gensis.data.views_store import (
     remove_parts,
     views_plan_of,
 )
+from gensis.data.tile_source import open_tiles
+from gensis.diffusion.condition_noise import (
+    CONDITION_SEED_OFFSET,
+    adaptive_levels,
+    noise_condition,
+    tissue_share,
+)
 from gensis.diffusion.pipeline import load_pipeline, pipeline_folder
 from gensis.diffusion.slerp import slerp
 from gensis.errors import GensisError
@@ -37,6 +44,7 @@ from gensis.evaluation.embed_run import (
     shard_path,
 )
 from gensis.models.backbone import encoder_hash, file_hash
+from gensis.output_guard import hold_output_lock, refuse_foreign_output
 
 
 def embeddings_path(out: Path) -> Path:
@@ -51,17 +59,37 @@ def diffusion_hash(pipeline_folder: Path) -> str:
 
 
 def conditions(plan: ViewsPlan, embeddings: torch.Tensor, jobs: range, pairs: np.ndarray,
-               alphas: np.ndarray) -> torch.Tensor:
-    """The embedding each job's image is drawn from: a tile's own, or the slerp of a pair's."""
+               alphas: np.ndarray, levels: np.ndarray | None = None, alphas_cumprod: torch.Tensor | None = None,
+               seeds: list[int] | None = None) -> torch.Tensor:
+    """The embedding each job's image is drawn from: a tile's own (noised at its tile's ``levels``, with
+    noise seeded from the image's seed), or the slerp of a pair's."""
     n_views = plan.n_tiles * plan.views_per_tile
     rows = []
-    for job in jobs:
+    for index, job in enumerate(jobs):
         if job < n_views:
-            rows.append(embeddings[job // plan.views_per_tile])
+            row = embeddings[job // plan.views_per_tile]
+            if levels is not None and levels[job // plan.views_per_tile] > 0:
+                row = noise_condition(row[None], [int(levels[job // plan.views_per_tile])], alphas_cumprod,
+                                      [seeds[index] + CONDITION_SEED_OFFSET])[0]
+            rows.append(row)
         else:
             first, second = pairs[job - n_views]
             rows.append(slerp(embeddings[first][None], embeddings[second][None], float(alphas[job - n_views]))[0])
     return torch.stack(rows)
+
+
+def noise_levels(cfg: GenerateConfig, n_train_timesteps: int) -> np.ndarray | None:
+    """Each tile's condition-noise timestep (None without noise); adaptive: scaled by its tissue share."""
+    g = cfg.generate
+    if g.noise_level == 0:
+        return None
+    if g.noise_level > n_train_timesteps:
+        raise GensisError(f"generate.noise_level={g.noise_level}: the model was trained with {n_train_timesteps} "
+                          f"timesteps; give 0 to {n_train_timesteps}")
+    tiles = open_tiles(cfg.data.path)
+    if not g.adaptive_noise:
+        return np.full(len(tiles), g.noise_level, np.int64)
+    return adaptive_levels(g.noise_level, np.array([tissue_share(tiles.load(i)) for i in range(len(tiles))]))
 
 
 @torch.no_grad()
@@ -70,6 +98,9 @@ def run(cfg: GenerateConfig) -> int:
 
     if not cfg.data.path:
         raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
+    out = Path(cfg.out)
+    refuse_foreign_output(out, "views store", lambda path: views_plan_of(path) is not None,
+                          inputs=(cfg.data.path, cfg.encoder, cfg.diffusion))
     pipe, info = load_pipeline(cfg.diffusion, cfg.sampler.name)
     weights_hash = encoder_hash(cfg.encoder)
     if info.get("encoder_sha256") and info["encoder_sha256"] != weights_hash:
@@ -79,7 +110,8 @@ def run(cfg: GenerateConfig) -> int:
     rank, world = (fabric.global_rank, fabric.world_size) if fabric else (0, 1)
     device = fabric.device if fabric else pick_device(cfg.trainer)
     bf16 = device.type == "cuda" and cfg.trainer.resolved_precision().startswith("bf16")
-    out = Path(cfg.out)
+    if rank == 0:
+        hold_output_lock(out)
 
     cache = embeddings_path(out)
     embed_tiles(cfg.encoder, cfg.data.path, cache, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
@@ -97,7 +129,7 @@ def run(cfg: GenerateConfig) -> int:
                      image_size=pipe.image_size, batch_size=g.batch_size, seed=cfg.seed, sampler=cfg.sampler.name,
                      steps=cfg.sampler.steps, guidance_scale=cfg.sampler.guidance, alpha_low=g.alpha[0],
                      alpha_high=g.alpha[1], encoder=weights_hash, diffusion=diffusion_hash(folder),
-                     keys_sha=keys_sha(keys))
+                     keys_sha=keys_sha(keys), noise_level=g.noise_level, adaptive_noise=g.adaptive_noise)
     if plan.interpolations and plan.n_tiles < 2:
         raise GensisError(f"data.path={cfg.data.path}: interpolations need at least 2 tiles")
     if views_plan_of(out) == plan.fingerprint():
@@ -113,6 +145,7 @@ def run(cfg: GenerateConfig) -> int:
         print(f"resuming: {len(part.batches) - len(todo)} of {len(part.batches)} batches of this share already drawn")
     e = torch.from_numpy(embeddings)
     pairs, alphas = plan.pairs_and_alphas()
+    levels = noise_levels(cfg, len(pipe.scheduler.alphas_cumprod))
     try:
         bar = tqdm(total=sum(len(plan.batch_jobs(b)) for b in todo), desc="generate", unit="img",
                    disable=not cfg.progress or rank != 0)
@@ -120,8 +153,8 @@ def run(cfg: GenerateConfig) -> int:
             jobs = plan.batch_jobs(batch)
             seeds = [cfg.seed * 1_000_003 + job for job in jobs]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                images = pipe(conditions(plan, e, jobs, pairs, alphas), plan.steps, plan.guidance_scale, seeds=seeds,
-                              output_type="uint8").images
+                condition = conditions(plan, e, jobs, pairs, alphas, levels, pipe.scheduler.alphas_cumprod, seeds)
+                images = pipe(condition, plan.steps, plan.guidance_scale, seeds=seeds, output_type="uint8").images
             part.write(batch, images)
             bar.update(len(jobs))
         bar.close()

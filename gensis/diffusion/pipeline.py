@@ -92,8 +92,9 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
         device, dtype = self.unet.device, self.unet.dtype
         embeddings = torch.as_tensor(embeddings).to(device)
         batch = embeddings.shape[0]
-        tokens = self.conditioner(embeddings, drop=torch.zeros(batch, dtype=torch.bool, device=device))
-        guided = guidance_scale > 1.0
+        # guidance g: unconditional + g (conditional - unconditional); g = 1 is the condition alone, g = 0 ignores it
+        tokens = self.conditioner(embeddings, drop=torch.full((batch,), guidance_scale == 0, device=device))
+        guided = guidance_scale not in (0.0, 1.0)
         if guided:
             null = self.conditioner(embeddings, drop=torch.ones(batch, dtype=torch.bool, device=device))
             tokens = torch.cat([null, tokens])

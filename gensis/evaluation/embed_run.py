@@ -19,10 +19,11 @@ from torch.utils.data import DataLoader, Subset
 from gensis.atomic import atomic_path
 from gensis.config.features import EmbedConfig
 from gensis.data.augment import eval_transform
-from gensis.data.embeddings_store import STRING, EmbeddingsWriter, matches, partial_path
+from gensis.data.embeddings_store import STRING, EmbeddingsWriter, is_embeddings_file, matches, partial_path
 from gensis.data.tile_source import open_tiles
-from gensis.errors import GensisError
+from gensis.errors import GensisError, disk_full_error, is_disk_full
 from gensis.models.backbone import encoder_hash, load_encoder
+from gensis.output_guard import hold_output_lock, refuse_foreign_output
 
 
 def pick_device(trainer_cfg) -> torch.device:
@@ -78,10 +79,13 @@ def embed_tiles(encoder: str | Path, data_path: str, out: Path, *, batch_size: i
     """
     from tqdm import tqdm
 
+    out = Path(out)
+    refuse_foreign_output(out, "embeddings file", is_embeddings_file, inputs=(data_path, encoder))
+    if rank == 0:
+        hold_output_lock(out)
     model, spec = load_encoder(encoder)
     weights_hash = encoder_hash(encoder)
     tiles = open_tiles(data_path, transform=eval_transform(spec.img_size, spec.mean, spec.std))
-    out = Path(out)
     if matches(out, tiles.keys, spec.embed_dim, weights_hash, complete=True):
         if rank == 0:
             print(f"{out} already holds these {len(tiles)} embeddings; nothing to do")
@@ -104,6 +108,10 @@ def embed_tiles(encoder: str | Path, data_path: str, out: Path, *, batch_size: i
             writer.write(position, embedded)
             position += len(embedded)
         writer.finish()
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(out, err) from None
+        raise
     finally:
         try:
             writer.close()

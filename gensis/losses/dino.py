@@ -56,6 +56,11 @@ class DINOLoss(nn.Module):
             self.update_center(teacher_out)
         return total / terms
 
+    @staticmethod
+    def n_pairs(n_global: int, n_crops: int) -> int:
+        """How many (teacher crop, student crop) terms the loss averages: each global crop against every other crop."""
+        return n_global * (n_crops - 1)
+
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:
         batch_sum = teacher_out.detach().float().sum(dim=0, keepdim=True)

@@ -1,7 +1,8 @@
 """The DINO projection head (Caron et al. 2021, Sec. 3.1 and App.).
 
-A 3-layer MLP (GELU, hidden 2048), an L2-normalised bottleneck (256), then a
-weight-normalised linear layer to K outputs with its norm fixed to 1 (``norm_last_layer``).
+A 3-layer MLP (GELU, hidden 2048; optionally batch norm after each hidden layer, DINO's
+``use_bn``), an L2-normalised bottleneck (256), then a weight-normalised linear layer to K
+outputs with its norm fixed to 1 (``norm_last_layer``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ class DINOHead(nn.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 n_layers: int = 3, norm_last_layer: bool = True):
+                 n_layers: int = 3, norm_last_layer: bool = True, batch_norm: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         dim = in_dim
         for _ in range(max(n_layers - 1, 0)):
-            layers += [nn.Linear(dim, hidden_dim), nn.GELU()]
+            layers += [nn.Linear(dim, hidden_dim), *([nn.BatchNorm1d(hidden_dim)] if batch_norm else []), nn.GELU()]
             dim = hidden_dim
         layers.append(nn.Linear(dim, bottleneck_dim))
         self.mlp = nn.Sequential(*layers)

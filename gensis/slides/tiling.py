@@ -26,10 +26,11 @@ from typing import Optional
 import h5py
 import numpy as np
 
-from gensis.atomic import atomic_path, remove, remove_stale_temporaries, temporary_path
+from gensis.atomic import atomic_path, durable_replace, remove, remove_stale_temporaries, temporary_path
 from gensis.config.tile import TileConfig, TileParams
 from gensis.data.tile_store import TileStoreWriter, allocate_store, copy_tiles, put_tiles, store_classes, tile_name
-from gensis.errors import GensisError, SlideError
+from gensis.errors import GensisError, SlideError, disk_full_error, is_disk_full
+from gensis.output_guard import hold_output_lock
 from gensis.slides.discovery import SlideEntry, find_slides
 from gensis.slides.grid import grid_columns, make_grid, strips, tissue_fractions
 from gensis.slides.labels import load_label_map
@@ -132,7 +133,9 @@ def plan_slide(entry: SlideEntry, params: TileParams, mpp_override: Optional[flo
                          grid_size=len(grid.coords), seconds=time.perf_counter() - start)
     except SlideError as err:
         return entry.name, str(err)
-    except Exception as err:  # a broken slide must never stop the run
+    except Exception as err:  # a broken slide must never stop the run; a full output disk must
+        if is_disk_full(err):
+            raise disk_full_error(out, err) from None
         return entry.name, f"{entry.path}: {type(err).__name__}: {_short(err)}"
 
 
@@ -173,6 +176,8 @@ def read_block(job: BlockJob):
         pixels = np.stack(tiles) if job.format == "h5" else None
         return job.slide, all_rows, pixels, None
     except Exception as err:
+        if is_disk_full(err):
+            raise disk_full_error(job.tile_dir.parent.parent if job.tile_dir else job.path, err) from None
         rows = np.concatenate(job.runs)
         return job.slide, rows, None, f"{job.path}: reading tiles failed ({type(err).__name__}: {_short(err)})"
 
@@ -288,7 +293,10 @@ def run_tiling(cfg: TileConfig, log=print) -> TilingSummary:
     out = Path(cfg.out)
     params = cfg.tile
     entries = find_slides(cfg.slides)
+    if out.exists() and not out.is_dir():
+        raise GensisError(f"out={out} is a file; tiling writes a folder: choose another out=")
     out.mkdir(parents=True, exist_ok=True)
+    hold_output_lock(out)  # a second run into out= would delete this one's temporaries
     for sub in ("coords", "qc"):
         (out / sub).mkdir(exist_ok=True)
     for sub in ("coords", "qc", "tiles", "tiles.parts"):
@@ -323,11 +331,18 @@ def run_tiling(cfg: TileConfig, log=print) -> TilingSummary:
         bar.close()
         _extract(plans, cfg, out, manifest, summary, pool)
         pool.close()
-    except BaseException:
+    except BaseException as err:
         pool.terminate()
+        if is_disk_full(err):  # not the slides' fault: stop, record nothing against them
+            raise disk_full_error(out, err) from None
         raise
     if params.format == "h5":
-        _merge_store(out, manifest, params)
+        try:
+            _merge_store(out, manifest, params)
+        except OSError as err:
+            if is_disk_full(err):
+                raise disk_full_error(out, err) from None
+            raise
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -422,11 +437,11 @@ def _finish_slide(out: Path, manifest: Manifest, summary: TilingSummary, slide_s
         _record_failure(out, manifest, summary, plan.entry, slide_state["error"], seconds)
         return
     if writer is not None:
-        os.replace(temporary_path(out / "tiles.parts" / f"{name}.h5"), out / "tiles.parts" / f"{name}.h5")
+        durable_replace(temporary_path(out / "tiles.parts" / f"{name}.h5"), out / "tiles.parts" / f"{name}.h5")
     if slide_state["tile_dir"] is not None:
         final = out / "tiles" / name
         remove(final)
-        os.replace(slide_state["tile_dir"], final)
+        durable_replace(slide_state["tile_dir"], final)
     write_coords(out / "coords" / f"{name}.h5", plan, params)
     status = "ok" if plan.grid_size > 0 else "skipped"
     note = "" if plan.grid_size > 0 else "slide is smaller than one tile at this resolution"

@@ -18,13 +18,16 @@ from gensis.training.encoder_callbacks import DDPConsistency, EncoderExport, KNN
 from gensis.training.run_dir import merge_metrics, plot_metrics
 from gensis.training.trainer import make_trainer
 
+DIAGNOSTICS = ("diag/teacher_entropy", "diag/teacher_student_kl", "diag/view_agreement")
+
 
 def fit_dino(cfg: Stage1Config, dataset: Dataset, make_module: Callable[[int, int], DINOModule], out: Path,
              ckpt: Path | None, curves: tuple[str, ...], title: str) -> tuple[L.Trainer, DINOModule]:
     """Train ``make_module(steps_per_epoch, world_size)`` on ``dataset`` for ``cfg.optim.epochs``.
 
     The teacher backbone is exported (``encoder.safetensors`` + ``encoder.json``) and
-    ``metrics.csv`` rebuilt after every epoch; at the end ``loss.png`` plots ``curves``.
+    ``metrics.csv`` rebuilt after every epoch; at the end ``loss.png`` plots ``curves`` and the
+    per-epoch diagnostics (teacher entropy, KL, view agreement) beside ln K.
     """
     callbacks: list = [EncoderExport(), DDPConsistency()]
     if cfg.data.val:
@@ -45,5 +48,8 @@ def fit_dino(cfg: Stage1Config, dataset: Dataset, make_module: Callable[[int, in
     if trainer.is_global_zero:
         save_encoder(out, module.teacher.backbone, module.encoder_spec())
         merge_metrics(out)
-        plot_metrics(out / "metrics.csv", out / "loss.png", curves, title=title)
+        ln_k = (math.log(cfg.dino.out_dim), f"ln K = {math.log(cfg.dino.out_dim):.2f} (uniform targets)")
+        plot_metrics(out / "metrics.csv", out / "loss.png", (*curves, *DIAGNOSTICS), title=title,
+                     references={"train/dino" if "train/dino" in curves else "train/loss": ln_k,
+                                 "diag/teacher_entropy": ln_k})
     return trainer, module

@@ -22,6 +22,7 @@ from gensis.config.stage1 import Stage1Config
 from gensis.data.batch_augment import BatchMultiCrop
 from gensis.errors import GensisError
 from gensis.losses.dino import DINOLoss
+from gensis.losses.dino_diagnostics import teacher_entropy, teacher_student_kl, view_agreement
 from gensis.models.backbone import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -55,8 +56,10 @@ class DINOModule(L.LightningModule):
         dim = student_backbone.num_features
         d = cfg.dino
         self.student = MultiCropNet(student_backbone, DINOHead(dim, d.out_dim, d.hidden_dim, d.bottleneck_dim,
-                                                               norm_last_layer=d.norm_last_layer))
-        self.teacher = MultiCropNet(teacher_backbone, DINOHead(dim, d.out_dim, d.hidden_dim, d.bottleneck_dim))
+                                                               norm_last_layer=d.norm_last_layer,
+                                                               batch_norm=d.head_batch_norm))
+        self.teacher = MultiCropNet(teacher_backbone, DINOHead(dim, d.out_dim, d.hidden_dim, d.bottleneck_dim,
+                                                               batch_norm=d.head_batch_norm))
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.loss = DINOLoss(d.out_dim, d.student_temp, d.center_momentum)
@@ -66,10 +69,13 @@ class DINOModule(L.LightningModule):
         self.lr_schedule = cosine_schedule(o.lr * batch_total / 256.0, o.min_lr, o.epochs, steps_per_epoch,
                                            o.warmup_epochs)
         self.wd_schedule = cosine_schedule(o.weight_decay, o.weight_decay_end, o.epochs, steps_per_epoch)
-        self.momentum_schedule = cosine_schedule(d.momentum_teacher, 1.0, o.epochs, steps_per_epoch)
+        self.momentum_schedule = cosine_schedule(d.momentum_teacher, d.momentum_teacher_end, o.epochs,
+                                                 steps_per_epoch)
         self.teacher_temps = teacher_temperature_schedule(d.warmup_teacher_temp, d.teacher_temp,
                                                           d.warmup_teacher_temp_epochs, o.epochs)
         self.n_crops = cfg.crops.n_global + cfg.crops.n_local
+        self._epoch_losses: list[float] = []
+        self._warned = False
         self.batch_augment = (BatchMultiCrop(cfg.crops, cfg.augment, IMAGENET_MEAN, IMAGENET_STD)
                               if cfg.augment.on_gpu else None)
 
@@ -101,7 +107,42 @@ class DINOModule(L.LightningModule):
         with torch.no_grad():
             teacher_out = self.teacher(crops[:self.cfg.crops.n_global])
         student_out = self.student(crops)
+        self.log_diagnostics(student_out, teacher_out, teacher_temp)
         return {"loss": self.loss(student_out, teacher_out, self.n_crops, teacher_temp)}
+
+    @torch.no_grad()
+    def log_diagnostics(self, student_out: torch.Tensor, teacher_out: torch.Tensor, teacher_temp: float) -> None:
+        """Epoch means of the teacher's entropy, KL(teacher || student) and the two views' agreement
+        (gensis/losses/dino_diagnostics.py) on the first two global crops; call before the centre moves."""
+        if self.cfg.crops.n_global < 2:
+            return
+        b = teacher_out.shape[0] // self.cfg.crops.n_global
+        t1, t2 = teacher_out[:b].float(), teacher_out[b:2 * b].float()
+        p1, p2 = self.loss.teacher_targets(t1, teacher_temp), self.loss.teacher_targets(t2, teacher_temp)
+        s1, s2 = student_out[:b], student_out[b:2 * b]
+        kl = 0.5 * (teacher_student_kl(p1, s2, self.loss.student_temp) +
+                    teacher_student_kl(p2, s1, self.loss.student_temp))
+        values = {"diag/teacher_entropy": teacher_entropy(torch.cat([p1, p2])), "diag/teacher_student_kl": kl,
+                  "diag/view_agreement": view_agreement(t1 - self.loss.center, t2 - self.loss.center)}
+        self.log_dict(values, on_step=False, on_epoch=True, batch_size=b, sync_dist=True)
+
+    def on_train_epoch_start(self):
+        self._epoch_losses = []
+
+    def on_train_epoch_end(self):
+        """One line when the loss still sits at ln K after the warm-ups: the targets are uniform."""
+        d, o = self.cfg.dino, self.cfg.optim
+        warm = max(o.warmup_epochs, d.warmup_teacher_temp_epochs, d.freeze_last_layer)
+        ln_k = math.log(d.out_dim)
+        if (self._epoch_losses and not self._warned and self.current_epoch + 1 > warm
+                and np.mean(self._epoch_losses) >= 0.98 * ln_k):
+            self._warned = True
+            if self.trainer.is_global_zero:
+                print(f"warning: after {self.current_epoch + 1} epochs the DINO loss is "
+                      f"{np.mean(self._epoch_losses):.3f}, within 2% of ln K = {ln_k:.3f}: the teacher's targets are "
+                      f"uniform and the head learns nothing. Try weaker colour augmentation (augment.strength=0.5), "
+                      f"a lower dino.warmup_teacher_temp with dino.warmup_teacher_temp_epochs > 0, "
+                      f"dino.head_batch_norm=true, or fewer local crops (crops.n_local)", flush=True)
 
     def training_step(self, batch, batch_idx):
         temp = self.teacher_temp()
@@ -110,6 +151,7 @@ class DINOModule(L.LightningModule):
         if not math.isfinite(loss.item()):
             raise GensisError(f"training loss is {loss.item()} at step {self.global_step}; lower optim.lr or "
                               f"check data")
+        self._epoch_losses.append(float(parts.get("dino", loss).detach()))
         step = self.global_step
         self.log_dict({**{f"train/{name}": value for name, value in parts.items()},
                        "train/lr": self._at(self.lr_schedule, step), "train/wd": self._at(self.wd_schedule, step),

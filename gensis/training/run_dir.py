@@ -1,13 +1,17 @@
-"""Run directories: resolved config, resume rules, loss-curve plot."""
+"""Run directories: resolved config, data fingerprint, resume rules, one run at a time, loss-curve plots."""
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
+from typing import Sequence
 
 from gensis.atomic import atomic_path, write_text
 from gensis.config.compose import to_yaml
+from gensis.data.views_store import keys_sha
 from gensis.errors import GensisError
+from gensis.output_guard import hold_output_lock
 
 # Settings a resumed run may change: where it runs, what it monitors and reports, and how long it runs.
 RESUME_MAY_CHANGE = {"out", "resume", "progress", "data.workers", "data.val", "optim.epochs", "train.epochs",
@@ -15,11 +19,16 @@ RESUME_MAY_CHANGE = {"out", "resume", "progress", "data.workers", "data.val", "o
 RESUME_MAY_CHANGE_BLOCKS = ("report.", "sampler.", "samples.")
 
 
-def prepare_run_dir(out: str | Path, cfg, resume: bool) -> tuple[Path, Path | None]:
+def prepare_run_dir(out: str | Path, cfg, resume: bool, keys: Sequence[str] | None = None) -> tuple[Path, Path | None]:
     """Create ``out``; refuse to overwrite an earlier run unless resuming, and refuse to resume with other
-    settings than the run's ``config.yaml`` (except ``RESUME_MAY_CHANGE``). Returns (dir, checkpoint to resume)."""
+    settings than the run's ``config.yaml`` (except ``RESUME_MAY_CHANGE``) or other tiles than the run's
+    ``data.json`` (the count and a hash of the tile ``keys``). Returns (dir, checkpoint to resume)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GensisError(f"out={out} is a file; a run needs a folder: choose another out=")
     last = out / "checkpoints" / "last.ckpt"
+    if out.is_dir():
+        hold_output_lock(out)  # before anything is read: another run may be writing it
     if last.is_file() and not resume:
         raise GensisError(f"out={out} already holds a run; pass resume=true to continue it or choose another out=")
     if resume and not last.is_file():
@@ -31,9 +40,25 @@ def prepare_run_dir(out: str | Path, cfg, resume: bool) -> tuple[Path, Path | No
                 f"resume=true: out={out} was started with other settings ({'; '.join(changed)}; see its config.yaml). "
                 "A resumed run keeps its settings (only epochs, workers, monitoring and reports may change): "
                 "give the run's own values, or choose another out= for the new settings")
+    fingerprint = data_fingerprint(keys) if keys is not None else None
+    if resume and fingerprint and (out / "data.json").is_file():
+        before = json.loads((out / "data.json").read_text())
+        if before != fingerprint:
+            raise GensisError(
+                f"resume=true: data.path={cfg.data.path} holds {fingerprint['n_tiles']} tiles (keys sha256 "
+                f"{fingerprint['keys_sha256']}) but out={out} was trained on {before['n_tiles']} tiles (keys sha256 "
+                f"{before['keys_sha256']}, its data.json); give the run's own tiles or choose another out=")
     out.mkdir(parents=True, exist_ok=True)
+    hold_output_lock(out)
     write_text(out / "config.yaml", to_yaml(cfg))
+    if fingerprint:
+        write_text(out / "data.json", json.dumps(fingerprint, indent=2))
     return out, (last if resume else None)
+
+
+def data_fingerprint(keys: Sequence[str]) -> dict:
+    """What identifies a run's tiles: their count and a hash of their keys, in order."""
+    return {"n_tiles": len(keys), "keys_sha256": keys_sha(keys)}
 
 
 def changed_settings(config_yaml: Path, cfg) -> list[str]:
@@ -79,8 +104,10 @@ def metric_points(metrics_csv: Path, key: str) -> tuple[list[int], list[float]]:
     return [int(r["step"]) for r in rows], [float(r[key]) for r in rows]
 
 
-def plot_metrics(metrics_csv: Path, png: Path, keys: tuple[str, ...] = ("train/loss",), title: str = "") -> None:
-    """Line plot of the given metrics against step (rows without them are skipped)."""
+def plot_metrics(metrics_csv: Path, png: Path, keys: tuple[str, ...] = ("train/loss",), title: str = "",
+                 references: dict[str, tuple[float, str]] | None = None) -> None:
+    """Line plots of the given metrics against step, three to a row (rows without them are skipped);
+    ``references`` draws a labelled dashed line on a key's panel (e.g. ln K on the DINO loss)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,11 +115,19 @@ def plot_metrics(metrics_csv: Path, png: Path, keys: tuple[str, ...] = ("train/l
 
     if not metrics_csv.is_file():
         return
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    columns = min(3, len(keys))
+    rows = -(-len(keys) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.5 * rows), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
         steps, values = metric_points(metrics_csv, key)
         if steps:
-            ax.plot(steps, values)
+            ax.plot(steps, values, marker="." if len(steps) < 30 else None)
+        if references and key in references:
+            value, label = references[key]
+            ax.axhline(value, color="grey", linestyle="--", linewidth=1, label=label)
+            ax.legend(loc="best", fontsize=8)
         ax.set_xlabel("step")
         ax.set_title(key)
         ax.grid(alpha=0.3)

@@ -1,0 +1,189 @@
+"""No lost data: outputs never replace what they must not, one run per output, a full disk stops
+the run with one line, and renamed outputs are on disk first. Fixtures made here (no ../shared)."""
+
+import csv
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from gensis.atomic import durable_replace
+from gensis.errors import GensisError, is_disk_full
+from gensis.models.backbone import EncoderSpec, create_backbone, save_encoder
+from gensis.output_guard import hold_output_lock
+from tests.conftest import run_cli
+
+TINY_VIT = {"patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
+
+
+@pytest.fixture(scope="module")
+def encoder_and_tiles(tmp_path_factory):
+    """An untrained tiny ViT encoder run dir and a folder of 6 random 16 px tiles."""
+    root = tmp_path_factory.mktemp("outputs")
+    model = create_backbone("vit_tiny_patch16_224", 16, TINY_VIT)
+    save_encoder(root / "encoder", model, EncoderSpec(name="vit_tiny_patch16_224", kwargs=TINY_VIT, img_size=16,
+                                                      embed_dim=32))
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        (root / "tiles").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(root / "tiles" / f"t{i}.png")
+    return root / "encoder", root / "tiles"
+
+
+def embed(encoder, tiles, out):
+    return run_cli("embed", f"encoder={encoder}", f"data.path={tiles}", f"out={out}", "data.workers=0",
+                   "trainer.accelerator=cpu", "progress=false")
+
+
+def test_embed_refuses_to_replace_a_file_it_did_not_write(encoder_and_tiles, tmp_path):
+    encoder, tiles = encoder_and_tiles
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a week of notes")
+    result = embed(encoder, tiles, notes)
+    assert result.returncode == 2 and "not a embeddings file written by gensis" in result.stderr.replace("an emb", "a emb")
+    assert len(result.stderr.strip().splitlines()) == 1 and notes.read_text() == "a week of notes"
+    store = tmp_path / "tiles.h5"                                 # another command's output (a tile store)
+    with h5py.File(store, "w") as f:
+        f.create_dataset("images", data=np.zeros((2, 4, 4, 3), np.uint8))
+    before = store.read_bytes()
+    assert embed(encoder, tiles, store).returncode == 2 and store.read_bytes() == before
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    result = embed(encoder, tiles, folder)
+    assert result.returncode == 2 and "is a folder" in result.stderr
+
+
+def test_embed_may_replace_its_own_earlier_output(encoder_and_tiles, tmp_path):
+    encoder, tiles = encoder_and_tiles
+    out = tmp_path / "embeddings.h5"
+    assert embed(encoder, tiles, out).returncode == 0
+    extra = tmp_path / "more_tiles"
+    extra.mkdir()
+    for name in sorted(os.listdir(tiles))[:3]:
+        (extra / name).write_bytes((tiles / name).read_bytes())
+    assert embed(encoder, extra, out).returncode == 0              # other tiles: its own file is redone
+    with h5py.File(out) as f:
+        assert f["embeddings"].shape == (3, 32)
+
+
+def test_generate_refuses_to_replace_a_file_it_did_not_write(encoder_and_tiles, tmp_path):
+    encoder, tiles = encoder_and_tiles
+    notes = tmp_path / "views.h5"
+    notes.write_text("not a views store")
+    result = run_cli("generate", f"diffusion={tmp_path}", f"encoder={encoder}", f"data.path={tiles}", f"out={notes}",
+                     "progress=false")
+    assert result.returncode == 2 and "not a views store written by gensis" in result.stderr, result.stderr[-500:]
+    assert notes.read_text() == "not a views store"
+
+
+def test_a_second_run_into_the_same_out_stops_with_one_line(synthetic_slide, tmp_path):
+    out = tmp_path / "tiling"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from gensis.output_guard import hold_output_lock
+        hold_output_lock({str(out)!r})
+        print("held", flush=True)
+        time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(GensisError, match=f"another gensis run \\(pid {holder.pid}\\)"):
+            hold_output_lock(out)
+        stale = out / ".tiles.h5.tmp-1"                              # the first run's temporary
+        stale.write_text("in progress")
+        result = run_cli("tile", f"slides={synthetic_slide}", f"out={out}", "tile.mpp=1.0", "tile.size=64")
+        assert result.returncode == 2 and "being written by another gensis run" in result.stderr
+        assert stale.read_text() == "in progress"
+    finally:
+        holder.kill()
+        holder.wait()
+    hold_output_lock(out)                                         # a killed run's lock goes with it
+
+
+def test_a_full_output_disk_stops_tiling_without_blaming_the_slide(synthetic_slide, tmp_path, monkeypatch):
+    from gensis.config.tile import TileConfig, TileParams
+    from gensis.slides import tiling
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tiling, "write_qc_image", full)
+    cfg = TileConfig(slides=str(synthetic_slide), out=str(tmp_path / "out"), tile=TileParams(mpp=1.0, size=64),
+                     workers=0, progress=False)
+    with pytest.raises(GensisError, match="output disk is full"):
+        tiling.run_tiling(cfg, log=lambda *a: None)
+    manifest = tmp_path / "out" / "manifest.csv"
+    assert not manifest.exists() or "failed" not in manifest.read_text()
+    assert not (tmp_path / "out" / "tiles.h5").exists()
+
+
+def test_disk_full_is_recognised_in_h5py_style_messages():
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError("Can't write data (file write failed: errno = 28, error message = 'No space left "
+                                "on device')"))
+    assert not is_disk_full(OSError(errno.ENOENT, "No such file or directory"))
+
+
+def test_durable_replace_flushes_the_file_and_its_folder_before_and_after(tmp_path, monkeypatch):
+    flushed = []
+    real = os.fsync
+
+    def spy(fd):
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    src, dst = tmp_path / ".out.tmp-1", tmp_path / "out"
+    src.write_text("data")
+    durable_replace(src, dst)
+    assert dst.read_text() == "data" and flushed[0] == str(src) and flushed[-1] == str(tmp_path)
+
+
+def test_resume_refuses_tiles_other_than_the_runs_own(tmp_path):
+    """The run dir records its tiles' count and key hash (data.json); resume with replaced tiles is refused."""
+    rng = np.random.default_rng(0)
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tiles / f"a{i}.png")
+    out = tmp_path / "run"
+    args = ("stage1", f"data.path={tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1", "data.workers=0",
+            "progress=false")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert json.loads((out / "data.json").read_text())["n_tiles"] == 16
+    rows = list(csv.DictReader(open(out / "metrics.csv")))       # the learning diagnostics, once per epoch
+    epoch_rows = [r for r in rows if r.get("diag/teacher_entropy")]
+    assert len(epoch_rows) == 1 and epoch_rows[0]["diag/teacher_student_kl"] and epoch_rows[0]["diag/view_agreement"]
+    for i in range(16):                                           # every tile replaced by another
+        (tiles / f"a{i}.png").rename(tiles / f"b{i}.png")
+    result = run_cli(*args[:-3], "optim.epochs=2", "data.workers=0", "progress=false", "resume=true")
+    assert result.returncode == 2 and "was trained on 16 tiles" in result.stderr, result.stderr[-1000:]
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_unexpected_error_is_one_line_and_a_worker_error_keeps_its_own_message(monkeypatch, capsys):
+    from gensis import cli
+
+    def broken(cfg):
+        raise ValueError("norm_groups must divide channels")
+
+    monkeypatch.setattr(cli.Command, "run", lambda self, cfg: broken(cfg))
+    assert cli.main(["synth", f"out={os.devnull}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ValueError: norm_groups must divide channels" in err and "GENSIS_DEBUG" in err
+    monkeypatch.setenv("GENSIS_DEBUG", "1")
+    with pytest.raises(ValueError):
+        cli.main(["synth", f"out={os.devnull}"])
+    wrapped = GensisError("Caught GensisError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                          "last):\n  File \"x.py\", line 1, in f\ngensis.errors.GensisError: tiles.h5: tile 7 is "
+                          "damaged; tile again")
+    assert cli._one_line(wrapped) == "tiles.h5: tile 7 is damaged; tile again"
