@@ -187,3 +187,34 @@ def test_an_unexpected_error_is_one_line_and_a_worker_error_keeps_its_own_messag
                           "last):\n  File \"x.py\", line 1, in f\ngensis.errors.GensisError: tiles.h5: tile 7 is "
                           "damaged; tile again")
     assert cli._one_line(wrapped) == "tiles.h5: tile 7 is damaged; tile again"
+
+
+def test_tile_images_keep_their_brightness_and_colours(tmp_path):
+    """16-bit grayscale is scaled by its bit depth, not clipped to white; transparency lies on white glass."""
+    from gensis.data.tile_source import open_tiles
+
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    Image.fromarray(np.full((4, 4), 32896, np.uint16)).save(folder / "gray16.png")   # about half of 65535
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0], rgba[:, :2, 3], rgba[:, 2:, 3] = 200, 255, 0                       # red left, transparent right
+    Image.fromarray(rgba, "RGBA").save(folder / "rgba.png")
+    tiles = open_tiles(folder)
+    gray = tiles[tiles.keys.index("gray16.png")]["image"]
+    assert gray.dtype == np.uint8 and np.all(gray == 128)
+    composite = tiles[tiles.keys.index("rgba.png")]["image"]
+    assert composite[0, 0].tolist() == [200, 0, 0] and composite[0, 3].tolist() == [255, 255, 255]
+
+
+def test_label_maps_of_slides_with_dots_in_their_names(tmp_path):
+    from gensis.slides.labels import label_map_paths
+
+    assert label_map_paths(tmp_path / "case.1.svs") == (tmp_path / "case.1.labels.png", tmp_path / "case.1.labels.json")
+    assert label_map_paths(tmp_path / "b.ome.tiff")[0] == tmp_path / "b.labels.png"
+
+
+def test_bad_trainer_devices_and_norm_groups_are_one_line(tmp_path):
+    for arg in ("trainer.devices=abc", "unet.norm_groups=0"):
+        result = run_cli("stage2", f"data.path={tmp_path}", f"encoder={tmp_path}", f"out={tmp_path / 'x'}", arg)
+        key = arg.split("=")[0]
+        assert result.returncode == 2 and key in result.stderr and len(result.stderr.strip().splitlines()) == 1

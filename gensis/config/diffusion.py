@@ -28,6 +28,8 @@ class UNetConfig:
         if len(self.channels) != len(self.attention):
             raise ValueError(f"unet.channels ({len(self.channels)} levels) and unet.attention "
                              f"({len(self.attention)}) must have one entry per level")
+        if self.norm_groups < 1:
+            raise ValueError(f"unet.norm_groups must be >= 1, got {self.norm_groups}")
         if any(c % self.norm_groups for c in self.channels):
             raise ValueError(f"unet.channels {list(self.channels)} must be multiples of unet.norm_groups={self.norm_groups}")
         if any(c % self.head_dim for c in self.channels):
@@ -139,6 +141,8 @@ class AutoencoderModelConfig:
     kl_weight: float = _help("weight of the KL term against the L1 reconstruction loss", 1e-6)
 
     def __post_init__(self):
+        if self.norm_groups < 1:
+            raise ValueError(f"unet.norm_groups must be >= 1, got {self.norm_groups}")
         if any(c % self.norm_groups for c in self.channels):
             raise ValueError(f"vae.channels {list(self.channels)} must be multiples of vae.norm_groups={self.norm_groups}")
         if self.image_size % 2 ** (len(self.channels) - 1):

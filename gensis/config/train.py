@@ -46,6 +46,13 @@ class TrainerConfig:
     log_every_n_steps: int = _help("logging interval", 10)
     eval_every: int = _help("epochs between kNN monitoring on data.val", 10)
 
+    def __post_init__(self):
+        value = str(self.devices).strip()
+        ids = value.strip("[]").split(",") if value.startswith("[") else [value]
+        if value != "auto" and not all(v.strip().isdigit() for v in ids if v.strip()):
+            raise ValueError(f"trainer.devices must be auto, a count (2) or a list of device ids ([0,1]), "
+                             f"got {self.devices!r}")
+
     def resolved_precision(self) -> str:
         if self.precision != "auto":
             return self.precision

@@ -60,13 +60,34 @@ class TileDataset(Dataset):
 
 
 def _read_image(path: Path) -> np.ndarray:
+    """An image file as uint8 RGB: 16-bit grayscale scaled by its bit depth (not clipped), transparency
+    composited on white, CMYK and palettes converted by Pillow."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return to_rgb8(image, path)
     except OSError as err:
         raise GensisError(f"{path}: cannot read image ({err})") from None
+
+
+def to_rgb8(image, path) -> np.ndarray:
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):      # 16-bit grayscale (Pillow opens 16-bit PNGs as I)
+        values = np.asarray(image).astype(np.float64)
+        if values.min() < 0 or values.max() > 65535:
+            raise GensisError(f"{path}: {image.mode} pixels outside 0-65535; convert it to 8- or 16-bit RGB")
+        gray = np.round(values * 255.0 / 65535.0).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if image.mode == "F":
+        raise GensisError(f"{path}: floating-point pixels have no fixed brightness scale; save it as 8- or "
+                          f"16-bit RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
 
 
 class ImageFolderTiles(TileDataset):

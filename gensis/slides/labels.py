@@ -38,7 +38,11 @@ class LabelMap:
 
 
 def label_map_paths(slide_path: Path) -> tuple[Path, Path]:
-    stem = slide_path.name.split(".")[0]
+    """``name.labels.png`` and ``name.labels.json`` beside ``name.ext`` (the name may hold dots: ``case.1.svs``)."""
+    name = slide_path.name
+    lower = name.lower()
+    double = next((s for s in (".ome.tiff", ".ome.tif") if lower.endswith(s)), None)
+    stem = name[:-len(double)] if double else Path(name).stem
     return slide_path.with_name(stem + ".labels.png"), slide_path.with_name(stem + ".labels.json")
 
 
