@@ -12,31 +12,71 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    path = Path(os.environ.get("GENSIS_TEST_DATA", ROOT.parent / "shared" / "data"))
+    path = shared_data_path()
     if not (path / "slides").is_dir():
         pytest.skip(f"shared test data not found at {path} (set GENSIS_TEST_DATA)")
     return path
 
 
+def shared_data_path() -> Path:
+    return Path(os.environ.get("GENSIS_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
 @pytest.fixture(scope="session")
-def lung_tiles(shared_data, tmp_path_factory):
-    """12 real tiles per class from lc25000_lung_dev, with their groups.csv rows."""
-    source = shared_data / "tiles" / "lc25000_lung_dev"
-    root = tmp_path_factory.mktemp("lung")
-    rows = list(csv.DictReader(open(source / "groups.csv")))
-    keep = []
-    for label in ("lung_aca", "lung_n", "lung_scc"):  # 4 groups of 3 near-duplicates per class
-        groups = sorted({r["group"] for r in rows if r["label"] == label})[:4]
-        for group in groups:
-            keep += [r for r in rows if r["group"] == group][:3]
-    for row in keep:
-        (root / row["file"]).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source / row["file"], root / row["file"])
+def labeled_tiles(tmp_path_factory):
+    """36 labeled tiles, 3 classes x 4 groups of 3 near neighbours, with groups.csv: real lung tiles from
+    lc25000_lung_dev when the shared data is there, else tiles of the synthetic slide's textures (so that
+    every end-to-end test runs on a fresh machine)."""
+    source = shared_data_path() / "tiles" / "lc25000_lung_dev"
+    root = tmp_path_factory.mktemp("labeled")
+    if source.is_dir():
+        rows = list(csv.DictReader(open(source / "groups.csv")))
+        keep = []
+        for label in ("lung_aca", "lung_n", "lung_scc"):  # 4 groups of 3 near-duplicates per class
+            groups = sorted({r["group"] for r in rows if r["label"] == label})[:4]
+            for group in groups:
+                keep += [r for r in rows if r["group"] == group][:3]
+        for row in keep:
+            (root / row["file"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source / row["file"], root / row["file"])
+    else:
+        keep = synthetic_labeled_tiles(tmp_path_factory.mktemp("labeled_source"), root)
     with open(root / "groups.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["file", "label", "group"])
         writer.writeheader()
         writer.writerows(keep)
     return root
+
+
+def synthetic_labeled_tiles(work: Path, root: Path) -> list[dict]:
+    """Tile a small synthetic slide and keep 12 tiles of 3 of its textures, groups of 3 neighbouring tiles."""
+    import numpy as np
+    from PIL import Image
+
+    from gensis.config.tile import TileConfig, TileParams
+    from gensis.data.tile_source import open_tiles
+    from gensis.slides.synthetic import write_synthetic_slide
+    from gensis.slides.tiling import run_tiling
+
+    slide = write_synthetic_slide(work / "labeled.svs", 1024, 1024, 0.5)
+    run_tiling(TileConfig(slides=str(slide), out=str(work / "tiling"), tile=TileParams(mpp=0.5, size=64),
+                          workers=0, progress=False), log=lambda *a: None)
+    tiles = open_tiles(work / "tiling" / "tiles.h5")
+    import h5py
+
+    with h5py.File(work / "tiling" / "tiles.h5") as f:
+        labels = f["label"][:]
+    keep = []
+    for label in (0, 1, 3):   # nuclei, stroma, mucus: told apart by texture and colour
+        members = np.flatnonzero(labels == label)[:12]
+        assert len(members) == 12, f"synthetic slide: only {len(members)} tiles of class {tiles.classes[label]}"
+        for n, index in enumerate(members):
+            name = tiles.classes[label]
+            file = f"{name}/{tiles.keys[index].replace('/', '_')}.png"
+            (root / name).mkdir(exist_ok=True)
+            Image.fromarray(tiles.load(int(index))).save(root / file)
+            keep.append({"file": file, "label": name, "group": f"{name}_{n // 3}"})
+    return keep
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,7 @@
-"""stage1 end to end at experiment=tiny on real tiles: checkpoint, exact resume, DDP, embed, eval."""
+"""stage1 end to end at experiment=tiny on labeled tiles: checkpoint, exact resume, DDP, embed, eval.
+
+The labeled tiles are real lung tiles, or the synthetic slide's textures where ../shared is absent.
+"""
 
 import csv
 import json
@@ -17,10 +20,10 @@ from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def stage1_run(lung_tiles, tmp_path_factory):
+def stage1_run(labeled_tiles, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "s1"
-    result = run_cli("stage1", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1",
-                     f"data.val={lung_tiles}")
+    result = run_cli("stage1", f"data.path={labeled_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1",
+                     f"data.val={labeled_tiles}")
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
@@ -64,24 +67,24 @@ def test_resume_continues_from_the_checkpoint(stage1_run, tmp_path):
     assert steps == list(range(8))                            # one history, no step logged twice
 
 
-def test_ddp_two_processes_agree_on_the_teacher(lung_tiles, tmp_path):
+def test_ddp_two_processes_agree_on_the_teacher(labeled_tiles, tmp_path):
     out = tmp_path / "ddp"
-    result = run_cli("stage1", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1",
+    result = run_cli("stage1", f"data.path={labeled_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1",
                      "trainer.devices=2", "trainer.strategy=ddp")
     assert result.returncode == 0, result.stderr[-2000:]
     check = json.loads((out / "ddp_check.json").read_text())
     assert len(check["teacher_checksums"]) == 2 and check["consistent"]
 
 
-def test_embed_writes_every_tile_and_resumes(stage1_run, lung_tiles, tmp_path):
+def test_embed_writes_every_tile_and_resumes(stage1_run, labeled_tiles, tmp_path):
     out = tmp_path / "embeddings.h5"
-    result = run_cli("embed", f"encoder={stage1_run}", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny")
+    result = run_cli("embed", f"encoder={stage1_run}", f"data.path={labeled_tiles}", f"out={out}", "experiment=tiny")
     assert result.returncode == 0, result.stderr[-2000:]
     embeddings, keys, attrs = read_embeddings(out)
-    tiles = open_tiles(lung_tiles)
+    tiles = open_tiles(labeled_tiles)
     assert embeddings.shape == (len(tiles), 64) and keys == tiles.keys
     assert attrs["encoder"] == json.loads((stage1_run / "encoder.json").read_text())["sha256"]
-    rerun = run_cli("embed", f"encoder={stage1_run}", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny")
+    rerun = run_cli("embed", f"encoder={stage1_run}", f"data.path={labeled_tiles}", f"out={out}", "experiment=tiny")
     assert rerun.returncode == 0 and "nothing to do" in rerun.stdout
     # a killed run: half written, with garbage after n_done; resuming fills in the rest exactly
     again = tmp_path / "again.h5"
@@ -90,15 +93,15 @@ def test_embed_writes_every_tile_and_resumes(stage1_run, lung_tiles, tmp_path):
     writer.file["embeddings"][20:] = 7.0
     writer.close()
     assert partial_path(again).is_file() and not again.exists()
-    result = run_cli("embed", f"encoder={stage1_run}", f"data.path={lung_tiles}", f"out={again}", "experiment=tiny")
+    result = run_cli("embed", f"encoder={stage1_run}", f"data.path={labeled_tiles}", f"out={again}", "experiment=tiny")
     assert result.returncode == 0 and "resuming: 20 of 36" in result.stdout
     np.testing.assert_allclose(read_embeddings(again)[0], embeddings, rtol=1e-5, atol=1e-5)
 
 
-def test_eval_reports_metrics_for_trained_and_random_encoders(stage1_run, lung_tiles, tmp_path):
+def test_eval_reports_metrics_for_trained_and_random_encoders(stage1_run, labeled_tiles, tmp_path):
     for encoder in (str(stage1_run), "random"):
         out = tmp_path / encoder.replace("/", "_")
-        result = run_cli("eval", f"encoder={encoder}", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny")
+        result = run_cli("eval", f"encoder={encoder}", f"data.path={labeled_tiles}", f"out={out}", "experiment=tiny")
         assert result.returncode == 0, result.stderr[-2000:]
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["split"].startswith("by group")
@@ -132,9 +135,9 @@ def test_separable_features_score_near_one():
         assert results[probe]["auc"] > 0.99
 
 
-def test_batched_augmentation_path_trains(lung_tiles, tmp_path):
+def test_batched_augmentation_path_trains(labeled_tiles, tmp_path):
     out = tmp_path / "batched"
-    result = run_cli("stage1", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1",
+    result = run_cli("stage1", f"data.path={labeled_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1",
                      "augment.on_gpu=true", "augment.source_size=64")
     assert result.returncode == 0, result.stderr[-2000:]
     assert steps_in(out / "checkpoints" / "last.ckpt") == 36 // 8
@@ -142,10 +145,10 @@ def test_batched_augmentation_path_trains(lung_tiles, tmp_path):
     assert len(losses) == 4 and all(np.isfinite(losses))
 
 
-def test_embed_on_two_processes_equals_one(stage1_run, lung_tiles, tmp_path):
+def test_embed_on_two_processes_equals_one(stage1_run, labeled_tiles, tmp_path):
     single, sharded = tmp_path / "one.h5", tmp_path / "two.h5"
     for out, extra in ((single, []), (sharded, ["trainer.devices=2", "trainer.strategy=ddp"])):
-        result = run_cli("embed", f"encoder={stage1_run}", f"data.path={lung_tiles}", f"out={out}",
+        result = run_cli("embed", f"encoder={stage1_run}", f"data.path={labeled_tiles}", f"out={out}",
                          "experiment=tiny", *extra)
         assert result.returncode == 0, result.stderr[-2000:]
     a, keys_a, _ = read_embeddings(single)

@@ -1,4 +1,7 @@
-"""Stage 2 at experiment=tiny on real tiles: the pipeline, training with EMA and resume, generate, assess."""
+"""Stage 2 at experiment=tiny on labeled tiles: the pipeline, training with EMA and resume, generate, assess.
+
+The labeled tiles are real lung tiles, or the synthetic slide's textures where ../shared is absent.
+"""
 
 import csv
 import json
@@ -97,17 +100,17 @@ def test_mean_pairwise_distance_of_known_vectors():
 
 
 @pytest.fixture(scope="module")
-def encoder_run(lung_tiles, tmp_path_factory):
+def encoder_run(labeled_tiles, tmp_path_factory):
     out = tmp_path_factory.mktemp("s1") / "s1"
-    result = run_cli("stage1", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1")
+    result = run_cli("stage1", f"data.path={labeled_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1")
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
 
 @pytest.fixture(scope="module")
-def stage2_run(lung_tiles, encoder_run, tmp_path_factory):
+def stage2_run(labeled_tiles, encoder_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("s2") / "s2"
-    result = run_cli("stage2", f"data.path={lung_tiles}", f"encoder={encoder_run}", f"out={out}", "experiment=tiny",
+    result = run_cli("stage2", f"data.path={labeled_tiles}", f"encoder={encoder_run}", f"out={out}", "experiment=tiny",
                      "train.epochs=3")
     assert result.returncode == 0, result.stderr[-2000:]
     return out
@@ -178,14 +181,14 @@ def read_views(path):
                 "alpha": f["interp/alpha"][:], "keys": [k.decode() for k in f["keys"][:]], "attrs": dict(f.attrs)}
 
 
-def test_generate_writes_the_views_store_and_resumes_after_a_kill(stage2_run, encoder_run, lung_tiles, tmp_path,
+def test_generate_writes_the_views_store_and_resumes_after_a_kill(stage2_run, encoder_run, labeled_tiles, tmp_path,
                                                                   monkeypatch):
     from gensis.data.tile_source import open_tiles
 
     whole = tmp_path / "whole" / "views.h5"
-    assert generate_run.run(generate_cfg(stage2_run, encoder_run, lung_tiles, whole)) == 0
+    assert generate_run.run(generate_cfg(stage2_run, encoder_run, labeled_tiles, whole)) == 0
     views = read_views(whole)
-    keys = open_tiles(lung_tiles).keys
+    keys = open_tiles(labeled_tiles).keys
     assert views["generated"].shape == (36, 2, 16, 16, 3) and views["interp"].shape == (5, 16, 16, 3)
     assert views["keys"] == keys
     assert (views["pairs"][:, 0] != views["pairs"][:, 1]).all() and views["pairs"].max() < 36
@@ -206,25 +209,25 @@ def test_generate_writes_the_views_store_and_resumes_after_a_kill(stage2_run, en
 
     monkeypatch.setattr(EmbeddingDiffusionPipeline, "__call__", dies_on_the_fourth_batch)
     with pytest.raises(KeyboardInterrupt):
-        generate_run.run(generate_cfg(stage2_run, encoder_run, lung_tiles, killed))
+        generate_run.run(generate_cfg(stage2_run, encoder_run, labeled_tiles, killed))
     assert not killed.exists()                                  # no half-made views.h5
     calls["n"] = -1000
-    assert generate_run.run(generate_cfg(stage2_run, encoder_run, lung_tiles, killed)) == 0
+    assert generate_run.run(generate_cfg(stage2_run, encoder_run, labeled_tiles, killed)) == 0
     assert calls["n"] == -1000 + 20 - 3                          # 20 batches, 3 kept from the killed run
     resumed = read_views(killed)
     np.testing.assert_array_equal(resumed["generated"], views["generated"])
     np.testing.assert_array_equal(resumed["interp"], views["interp"])
     assert not list(killed.parent.glob("*.part*"))
     calls["n"] = -1000
-    assert generate_run.run(generate_cfg(stage2_run, encoder_run, lung_tiles, killed)) == 0
+    assert generate_run.run(generate_cfg(stage2_run, encoder_run, labeled_tiles, killed)) == 0
     assert calls["n"] == -1000                                   # finished: nothing drawn again
 
 
-def test_generate_on_two_processes_equals_one(stage2_run, encoder_run, lung_tiles, tmp_path):
+def test_generate_on_two_processes_equals_one(stage2_run, encoder_run, labeled_tiles, tmp_path):
     outputs = []
     for name, extra in (("one", []), ("two", ["trainer.devices=2", "trainer.strategy=ddp"])):
         out = tmp_path / name / "views.h5"
-        result = run_cli("generate", f"diffusion={stage2_run}", f"encoder={encoder_run}", f"data.path={lung_tiles}",
+        result = run_cli("generate", f"diffusion={stage2_run}", f"encoder={encoder_run}", f"data.path={labeled_tiles}",
                          f"out={out}", "experiment=tiny", "trainer.accelerator=cpu", *extra)
         assert result.returncode == 0, result.stderr[-2000:]
         outputs.append(read_views(out))
@@ -237,21 +240,21 @@ def test_generate_on_two_processes_equals_one(stage2_run, encoder_run, lung_tile
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, key
 
 
-def test_generate_refuses_an_encoder_the_model_was_not_trained_on(stage2_run, encoder_run, lung_tiles, tmp_path):
+def test_generate_refuses_an_encoder_the_model_was_not_trained_on(stage2_run, encoder_run, labeled_tiles, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(encoder_run, other)
     info = json.loads((other / "encoder.json").read_text())
     (other / "encoder.json").write_text(json.dumps({**info, "sha256": "0123456789abcdef"}))   # another encoder
-    result = run_cli("generate", f"diffusion={stage2_run}", f"encoder={other}", f"data.path={lung_tiles}",
+    result = run_cli("generate", f"diffusion={stage2_run}", f"encoder={other}", f"data.path={labeled_tiles}",
                      f"out={tmp_path / 'views.h5'}", "experiment=tiny")
     assert result.returncode == 2 and "another encoder" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_latent_space_with_an_autoencoder_gensis_trained(lung_tiles, encoder_run, tmp_path):
+def test_latent_space_with_an_autoencoder_gensis_trained(labeled_tiles, encoder_run, tmp_path):
     from diffusers import AutoencoderKL
 
     ae = tmp_path / "ae"
-    result = run_cli("autoencoder", f"data.path={lung_tiles}", f"out={ae}", "experiment=tiny")
+    result = run_cli("autoencoder", f"data.path={labeled_tiles}", f"out={ae}", "experiment=tiny")
     assert result.returncode == 0, result.stderr[-2000:]
     quality = json.loads((ae / "reconstruction.json").read_text())
     assert quality["psnr"] > 10 and -1 <= quality["ssim"] <= 1 and quality["scaling_factor"] > 0
@@ -260,7 +263,7 @@ def test_latent_space_with_an_autoencoder_gensis_trained(lung_tiles, encoder_run
     assert vae.config.scaling_factor == pytest.approx(quality["scaling_factor"])
 
     s2 = tmp_path / "s2"
-    result = run_cli("stage2", f"data.path={lung_tiles}", f"encoder={encoder_run}", f"out={s2}", "experiment=tiny",
+    result = run_cli("stage2", f"data.path={labeled_tiles}", f"encoder={encoder_run}", f"out={s2}", "experiment=tiny",
                      "generator.image_size=32", f"generator.vae={ae / 'vae'}", "generator.dihedral=true",
                      "report.tiles=0")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -272,15 +275,15 @@ def test_latent_space_with_an_autoencoder_gensis_trained(lung_tiles, encoder_run
     assert images.shape == (2, 32, 32, 3)
 
 
-def test_latent_space_without_an_autoencoder_is_one_clear_error(lung_tiles, encoder_run, tmp_path):
-    result = run_cli("stage2", f"data.path={lung_tiles}", f"encoder={encoder_run}", f"out={tmp_path / 's2'}",
+def test_latent_space_without_an_autoencoder_is_one_clear_error(labeled_tiles, encoder_run, tmp_path):
+    result = run_cli("stage2", f"data.path={labeled_tiles}", f"encoder={encoder_run}", f"out={tmp_path / 's2'}",
                      "experiment=tiny", "generator.image_size=128")
     assert result.returncode == 2 and "generator.vae" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_stage2_on_two_ddp_processes(lung_tiles, encoder_run, tmp_path):
+def test_stage2_on_two_ddp_processes(labeled_tiles, encoder_run, tmp_path):
     out = tmp_path / "s2"
-    result = run_cli("stage2", f"data.path={lung_tiles}", f"encoder={encoder_run}", f"out={out}", "experiment=tiny",
+    result = run_cli("stage2", f"data.path={labeled_tiles}", f"encoder={encoder_run}", f"out={out}", "experiment=tiny",
                      "trainer.devices=2", "trainer.strategy=ddp", "generator.p_uncond=0", "report.tiles=0",
                      "samples.rows=0")
     assert result.returncode == 0, result.stderr[-2000:]

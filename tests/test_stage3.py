@@ -1,4 +1,7 @@
-"""stage3 (Gen-DINO) at experiment=tiny on real tiles: each part on and off, resume, the views-store check."""
+"""stage3 (Gen-DINO) at experiment=tiny on labeled tiles: each part on and off, resume, the views-store check.
+
+The labeled tiles are real lung tiles, or the synthetic slide's textures where ../shared is absent.
+"""
 
 import csv
 import json
@@ -33,8 +36,8 @@ def write_views(path, keys, views_per_tile=2, interpolations=6, size=16, fill=No
 
 
 @pytest.fixture(scope="module")
-def views(lung_tiles, tmp_path_factory):
-    return write_views(tmp_path_factory.mktemp("views") / "views.h5", open_tiles(lung_tiles).keys)
+def views(labeled_tiles, tmp_path_factory):
+    return write_views(tmp_path_factory.mktemp("views") / "views.h5", open_tiles(labeled_tiles).keys)
 
 
 def metrics(run):
@@ -42,14 +45,14 @@ def metrics(run):
     return [r for r in csv.DictReader(open(run / "metrics.csv")) if r.get("train/loss")]
 
 
-def stage3(lung_tiles, out, *args):
-    return run_cli("stage3", f"data.path={lung_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1", *args)
+def stage3(labeled_tiles, out, *args):
+    return run_cli("stage3", f"data.path={labeled_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1", *args)
 
 
 @pytest.fixture(scope="module")
-def gen_dino_run(lung_tiles, views, tmp_path_factory):
+def gen_dino_run(labeled_tiles, views, tmp_path_factory):
     out = tmp_path_factory.mktemp("s3") / "s3"
-    result = stage3(lung_tiles, out, f"views={views}")
+    result = stage3(labeled_tiles, out, f"views={views}")
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
@@ -74,8 +77,8 @@ def test_stage3_trains_with_both_parts_and_exports_the_encoder(gen_dino_run):
     (("gen.p=0", "disentangle.weight=0.5"), {"train/dino", "train/disentangle"}, 0.0),
     (("gen.p=0", "disentangle.weight=0", "views=null"), {"train/dino"}, 0.0),   # plain DINO, no views store needed
 ])
-def test_each_part_switches_off(lung_tiles, views, tmp_path, parts, columns, share):
-    result = stage3(lung_tiles, tmp_path / "run", f"views={views}", *parts)
+def test_each_part_switches_off(labeled_tiles, views, tmp_path, parts, columns, share):
+    result = stage3(labeled_tiles, tmp_path / "run", f"views={views}", *parts)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = metrics(tmp_path / "run")
     present = {key for key in ("train/dino", "train/disentangle") if rows[0].get(key)}
@@ -86,24 +89,24 @@ def test_each_part_switches_off(lung_tiles, views, tmp_path, parts, columns, sha
         np.testing.assert_allclose([float(r["train/loss"]) for r in rows], expected, rtol=1e-5)
 
 
-def test_stage3_resumes_from_its_checkpoint(gen_dino_run, lung_tiles, views, tmp_path):
+def test_stage3_resumes_from_its_checkpoint(gen_dino_run, labeled_tiles, views, tmp_path):
     out = tmp_path / "s3"
     shutil.copytree(gen_dino_run, out)
-    refused = stage3(lung_tiles, out, f"views={views}", "optim.epochs=2")
+    refused = stage3(labeled_tiles, out, f"views={views}", "optim.epochs=2")
     assert refused.returncode == 2 and "resume=true" in refused.stderr
     center = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     assert center["loss.center"].abs().sum() > 0
-    result = stage3(lung_tiles, out, f"views={views}", "optim.epochs=2", "resume=true")
+    result = stage3(labeled_tiles, out, f"views={views}", "optim.epochs=2", "resume=true")
     assert result.returncode == 0, result.stderr[-2000:]
     state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert state["global_step"] == 2 * (36 // 8)
     assert [int(r["step"]) for r in metrics(out)] == list(range(8))
 
 
-def test_stage3_on_two_ddp_processes_in_bf16(lung_tiles, views, tmp_path):
+def test_stage3_on_two_ddp_processes_in_bf16(labeled_tiles, views, tmp_path):
     """Both parts on, 2 processes, bf16 autocast: the processes end with one teacher."""
     out = tmp_path / "ddp"
-    result = stage3(lung_tiles, out, f"views={views}", "trainer.devices=2", "trainer.strategy=ddp",
+    result = stage3(labeled_tiles, out, f"views={views}", "trainer.devices=2", "trainer.strategy=ddp",
                     "trainer.precision=bf16-mixed")
     assert result.returncode == 0, result.stderr[-2000:]
     check = json.loads((out / "ddp_check.json").read_text())
@@ -111,48 +114,48 @@ def test_stage3_on_two_ddp_processes_in_bf16(lung_tiles, views, tmp_path):
     assert all(np.isfinite(float(r["train/disentangle"])) for r in metrics(out))
 
 
-def test_stage3_with_augmentations_batched_on_the_device(lung_tiles, views, tmp_path):
-    result = stage3(lung_tiles, tmp_path / "run", f"views={views}", "augment.on_gpu=true",
+def test_stage3_with_augmentations_batched_on_the_device(labeled_tiles, views, tmp_path):
+    result = stage3(labeled_tiles, tmp_path / "run", f"views={views}", "augment.on_gpu=true",
                     "augment.source_size=32", "gen.p=1")
     assert result.returncode == 0, result.stderr[-2000:]
     assert {float(r["train/generated_share"]) for r in metrics(tmp_path / "run")} == {1.0}
 
 
-def test_stage3_refuses_a_views_store_of_other_tiles(lung_tiles, views, tmp_path):
-    keys = open_tiles(lung_tiles).keys
+def test_stage3_refuses_a_views_store_of_other_tiles(labeled_tiles, views, tmp_path):
+    keys = open_tiles(labeled_tiles).keys
     fewer = write_views(tmp_path / "fewer.h5", keys[:-1])
-    result = stage3(lung_tiles, tmp_path / "a", f"views={fewer}")
+    result = stage3(labeled_tiles, tmp_path / "a", f"views={fewer}")
     assert result.returncode == 2
-    assert f"holds views of {len(keys) - 1} tiles but data.path={lung_tiles} has {len(keys)}" in result.stderr
+    assert f"holds views of {len(keys) - 1} tiles but data.path={labeled_tiles} has {len(keys)}" in result.stderr
     renamed = write_views(tmp_path / "renamed.h5", [*keys[:3], "other/tile.png", *keys[4:]])
-    result = stage3(lung_tiles, tmp_path / "b", f"views={renamed}")
+    result = stage3(labeled_tiles, tmp_path / "b", f"views={renamed}")
     assert result.returncode == 2 and "tile 3 is" in result.stderr and "other/tile.png" in result.stderr
-    missing = stage3(lung_tiles, tmp_path / "c")
+    missing = stage3(labeled_tiles, tmp_path / "c")
     assert missing.returncode == 2 and "give views=" in missing.stderr
     assert not (tmp_path / "a").exists()                       # nothing written before the check
 
 
-def test_stage3_starts_from_given_weights(gen_dino_run, lung_tiles, tmp_path):
-    result = stage3(lung_tiles, tmp_path / "run", "views=null", "gen.p=0", "disentangle.weight=0",
+def test_stage3_starts_from_given_weights(gen_dino_run, labeled_tiles, tmp_path):
+    result = stage3(labeled_tiles, tmp_path / "run", "views=null", "gen.p=0", "disentangle.weight=0",
                     f"init={gen_dino_run}", "trainer.max_steps=1", "optim.lr=0")
     assert result.returncode == 0, result.stderr[-2000:]
     start, _ = load_encoder(gen_dino_run)
     after, _ = load_encoder(tmp_path / "run")       # lr 0 and momentum ~1: the teacher stays at the init
     for a, b in zip(start.state_dict().values(), after.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
-    bad = stage3(lung_tiles, tmp_path / "bad", "views=null", "gen.p=0", "disentangle.weight=0",
+    bad = stage3(labeled_tiles, tmp_path / "bad", "views=null", "gen.p=0", "disentangle.weight=0",
                  f"init={tmp_path / 'nowhere'}")
     assert bad.returncode == 2 and "init=" in bad.stderr
 
 
-def test_each_loss_gets_the_right_rows(lung_tiles, views, tmp_path):
+def test_each_loss_gets_the_right_rows(labeled_tiles, views, tmp_path):
     """Student rows of the interpolated view go to L_dis only; teacher rows of v1, v2 in order; one centre."""
     from gensis.cli import _all_blocks
     from gensis.config.compose import compose_config
     from gensis.config.stage3 import Stage3Config
     from stages.stage3 import GenDINOModule
 
-    cfg = compose_config("stage3", Stage3Config, [f"data.path={lung_tiles}", f"views={views}",
+    cfg = compose_config("stage3", Stage3Config, [f"data.path={labeled_tiles}", f"views={views}",
                                                   f"out={tmp_path / 'x'}", "experiment=tiny"],
                          other_blocks=_all_blocks())
     module = GenDINOModule(cfg, steps_per_epoch=1)
@@ -190,14 +193,14 @@ def test_each_loss_gets_the_right_rows(lung_tiles, views, tmp_path):
     assert not torch.equal(module.loss.center, dis_center)       # which moves after them
 
 
-def test_interpolated_items_carry_their_sources_in_order(lung_tiles, views):
+def test_interpolated_items_carry_their_sources_in_order(labeled_tiles, views):
     """On the device path images are only resized: each item's sources equal the stored pair, first first,
     brought to the views' resolution (16 px) before the resize to the source size."""
     import h5py
 
     from gensis.data.augment import uint8_transform
 
-    tiles = open_tiles(lung_tiles)
+    tiles = open_tiles(labeled_tiles)
     dataset = GenDINOTiles(tiles, views, 0.0, True, CropConfig(global_size=16, local_size=8, n_local=2),
                            AugmentConfig(source_size=32), (0.5,) * 3, (0.5,) * 3, on_device=True)
     with h5py.File(views, "r") as f:
@@ -214,9 +217,9 @@ def test_interpolated_items_carry_their_sources_in_order(lung_tiles, views):
         assert "generated_image" not in item                       # gen.p = 0: no second copy of the tile
 
 
-def test_generated_crops_come_from_the_views_store(lung_tiles, tmp_path):
+def test_generated_crops_come_from_the_views_store(labeled_tiles, tmp_path):
     """With p = 1 the second global crop is cut from a generated view; interpolated items carry their sources."""
-    tiles = open_tiles(lung_tiles)
+    tiles = open_tiles(labeled_tiles)
     path = write_views(tmp_path / "black.h5", tiles.keys, fill=0)   # every generated image black
     plain = AugmentConfig(color_jitter=0, grayscale=0, hed_jitter=0, blur=False, solarize=0)
     crops = CropConfig(global_size=16, local_size=8, n_local=2)
