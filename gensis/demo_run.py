@@ -2,11 +2,12 @@
 
 Steps (each one a gensis command with the ``recipe`` preset, run in this process): write the
 synthetic slide, tile it, stage 1, stage 2, generate, stage 3, and ``gensis eval`` of both
-encoders on the tiles' known texture labels. A finished step leaves a marker in
+encoders and of an untrained one on the tiles' known texture labels. A finished step leaves a marker in
 ``out/.steps`` holding its command; a killed training step resumes from its checkpoint, so a
 second run finishes at once, and a run with other settings into the same ``out`` is refused.
-The report shows loss curves, real tiles beside their generated views, an interpolation
-strip, and the kNN / linear results of stage 1 against stage 3.
+The report shows loss curves, real tiles beside their generated views with the generator's
+label fidelity and interpolation reach, an interpolation strip, and the kNN, linear and
+few-shot results of the untrained encoder, stage 1 and stage 3.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from gensis.atomic import write_text
 from gensis.config.demo import DemoConfig
 from gensis.errors import GensisError
 
-N_STEPS = 8
+N_STEPS = 9
+ENCODERS = ("random", "stage1", "stage3")
+LABELS = {"random": "untrained", "stage1": "stage 1 (DINO)", "stage3": "stage 3 (Gen-DINO)"}
 
 
 class Steps:
@@ -91,12 +94,38 @@ def run(cfg: DemoConfig) -> int:
                   f"encoder={out / 'stage1'}", f"data.path={tiling}", f"out={views}")
     steps.command("stage3", "stage 3: Gen-DINO", "stage3", f"data.path={tiling}", f"views={views}", f"out={out / 'stage3'}",
                   run_dir=out / "stage3")
-    for name in ("stage1", "stage3"):
+    for name in ENCODERS:
+        encoder = "random" if name == "random" else out / name
         steps.command(f"eval_{name}", f"eval of {name} on the slide's texture labels", "eval",
-                      f"encoder={out / name}", f"data.path={tiling}", f"out={out / f'eval_{name}'}")
+                      f"encoder={encoder}", f"data.path={tiling}", f"out={out / f'eval_{name}'}")
     report = write_report(out, steps.seconds, time.perf_counter() - started)
     print(f"\ndemo done -> {report}")
     return 0
+
+
+def probe_score(scores: dict, probe: str) -> float:
+    """Balanced accuracy of ``knn`` / ``linear``, or the mean of a few-shot probe (``"1"``, ``"5"``)."""
+    if probe in scores:
+        return scores[probe]["balanced_accuracy"]
+    return scores.get("few_shot", {}).get(probe, {}).get("mean", float("nan"))
+
+
+def generation_lines(path: Path) -> list[str]:
+    """What the stage-2 report measured of the views: do they follow their tiles?"""
+    if not path.is_file():
+        return []
+    g = json.loads(path.read_text())
+    lines = [f"Measured by stage 2's report ({g['tiles']} tiles, {g['views']} views each): a view's own tile is "
+             f"among its 10 nearest real tiles for {g['source_top10']:.0%} of views; diversity among a tile's views "
+             f"{g['diversity']:.3f} (hand-made augmentations {g['diversity_augmented']:.3f}; in pixels "
+             f"{g['diversity_pixels']:.3f} against {g['diversity_pixels_augmented']:.3f})."]
+    if g.get("label_fidelity"):
+        f = g["label_fidelity"]
+        lines[0] += (f" Label fidelity {f['views']:.2f} (real held-out tiles {f['ceiling']:.2f}, a random other "
+                     f"tile {f['floor']:.2f}).")
+    if "interpolation_reach" in g:
+        lines[0] += f" Interpolation reach {g['interpolation_reach']:.2f}."
+    return [*lines, ""]
 
 
 def write_report(out: Path, seconds: dict, wall: float) -> Path:
@@ -143,12 +172,13 @@ def write_report(out: Path, seconds: dict, wall: float) -> Path:
     if strip.is_file():
         shutil.copyfile(strip, figures / "interpolation.png")
 
-    scores = {name: json.loads((out / f"eval_{name}" / "metrics.json").read_text()) for name in ("stage1", "stage3")}
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for offset, probe in ((-0.2, "knn"), (0.2, "linear")):
-        ax.bar(np.arange(2) + offset, [scores[n][probe]["balanced_accuracy"] for n in ("stage1", "stage3")],
-               width=0.4, label=probe)
-    ax.set_xticks([0, 1], ["stage 1 (DINO)", "stage 3 (Gen-DINO)"])
+    scores = {name: json.loads((out / f"eval_{name}" / "metrics.json").read_text()) for name in ENCODERS}
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    probes = [("knn", "kNN"), ("linear", "linear"), ("1", "1-shot"), ("5", "5-shot")]
+    for offset, (probe, label) in zip((-0.3, -0.1, 0.1, 0.3), probes):
+        ax.bar(np.arange(len(ENCODERS)) + offset, [probe_score(scores[n], probe) for n in ENCODERS], width=0.2,
+               label=label)
+    ax.set_xticks(range(len(ENCODERS)), [LABELS[n] for n in ENCODERS])
     ax.set_ylabel("balanced accuracy")
     ax.set_ylim(0, 1)
     ax.legend(loc="lower right")
@@ -158,20 +188,26 @@ def write_report(out: Path, seconds: dict, wall: float) -> Path:
     plt.close(fig)
 
     table = ["| encoder | probe | balanced accuracy | macro-F1 | AUC |", "|---|---|---|---|---|"]
-    for name in ("stage1", "stage3"):
+    for name in ENCODERS:
         for probe in ("knn", "linear"):
             s = scores[name][probe]
             table.append(f"| {name} | {probe} | {s['balanced_accuracy']:.3f} | {s['macro_f1']:.3f} | {s['auc']:.3f} |")
+        for n, shot in scores[name].get("few_shot", {}).items():
+            table.append(f"| {name} | {n}-shot (prototype, {shot['draws']} draws) | {shot['mean']:.3f} "
+                         f"± {shot['std']:.3f} | | |")
+    generation = generation_lines(out / "stage2" / "report" / "generation.json")
     timing = ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items())
     total = sum(seconds.values())
     lines = [
         "# gensis demo", "",
         f"The pipeline on the built-in synthetic slide ({len(tiles)} tiles): tile, stage 1 (DINO), stage 2 "
         "(diffusion conditioned on stage-1 embeddings), generate (views and interpolations), stage 3 "
-        "(Gen-DINO), and a kNN / linear probe of both encoders on the slide's known texture labels.", "",
-        "## Results: stage 1 against stage 3", "", *table, "", "![results](report/results.png)", "",
+        "(Gen-DINO), and kNN, linear and few-shot probes of both encoders and an untrained one on the slide's "
+        "known texture labels.", "",
+        "## Results: untrained, stage 1 and stage 3", "", *table, "", "![results](report/results.png)", "",
         "## Loss curves", "", "![losses](report/losses.png)", "",
         "## Real tiles (first column) beside their generated views", "", "![views](report/views.png)", "",
+        *generation,
     ]
     if (figures / "interpolation.png").is_file():
         lines += ["## Interpolation: drawn along alpha between two tiles", "",
