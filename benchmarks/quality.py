@@ -171,7 +171,7 @@ def main() -> None:
                 "stage3_overrides": args.stage3, "generate_overrides": args.generate}
     quality_json = out / "quality.json"
     results = json.loads(quality_json.read_text()) if quality_json.is_file() else {}
-    changed = [k for k in settings if k in results and results[k] != settings[k]]
+    changed = [k for k in settings if results and results.get(k) != settings[k]]
     if changed:
         raise SystemExit(f"{quality_json} was made with other settings ({', '.join(changed)}); give another --out")
     results = {"seconds": {}, "seeds": {}, **results, **settings}

@@ -41,13 +41,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def fsync_tree(path: Path) -> None:
-    """Flush a file, or every file and folder of a tree, to disk."""
+    """Flush a file to disk; for a folder (thousands of tile files) one ``sync`` instead of an fsync per file."""
     path = Path(path)
     if path.is_dir() and not path.is_symlink():
-        for root, _, files in os.walk(path):
-            for name in files:
-                _fsync(Path(root) / name)
-            _fsync(Path(root), directory=True)
+        os.sync()
     elif path.is_file():
         _fsync(path)
 

@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         from gensis.errors import disk_full_error, is_disk_full
 
-        message = str(disk_full_error("?", err)) if is_disk_full(err) else f"{type(err).__name__}: {_one_line(err)}"
+        message = str(disk_full_error(None, err)) if is_disk_full(err) else f"{type(err).__name__}: {_one_line(err)}"
         print(f"gensis {name}: error: {message} (GENSIS_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
 

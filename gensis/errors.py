@@ -26,6 +26,7 @@ def is_disk_full(err: BaseException) -> bool:
 
 def disk_full_error(out, err: BaseException) -> GensisError:
     """The one line for a full output disk: no slide or tile is to blame, and finished work is kept."""
-    return GensisError(f"out={out}: the output disk is full ({type(err).__name__}: No space left on device); "
+    where = f"out={out}: " if out is not None else ""
+    return GensisError(f"{where}the output disk is full ({type(err).__name__}: No space left on device); "
                        f"free some space or choose another out=, then run the same command again: what was "
                        f"finished is kept")

@@ -35,6 +35,16 @@ def refuse_foreign_output(out: str | os.PathLike, what: str, is_own: Callable[[P
                           f"untouched: choose another {key}= or move that file away")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def launched_rank() -> int:
     """This process's rank when a launcher (Lightning, torchrun, SLURM) started several, else 0."""
     for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
@@ -64,8 +74,10 @@ def hold_output_lock(out: str | os.PathLike) -> None:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
         if err.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-            raise GensisError(f"out={out} is being written by another gensis run (pid {holder}); wait for it "
-                              f"to finish or choose another out=") from None
+            ended = holder.isdigit() and not _alive(int(holder))
+            hint = (" (it has ended; its worker processes let go within seconds: run again shortly)" if ended
+                    else "; wait for it to finish or choose another out=")
+            raise GensisError(f"out={out} is being written by another gensis run (pid {holder}){hint}") from None
         raise
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)

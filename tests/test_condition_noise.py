@@ -89,3 +89,13 @@ def test_stage2_training_conditions_are_noised_up_to_the_given_level():
     light = torch.nn.functional.cosine_similarity(training_condition(e, 100, ABAR), e, dim=-1)
     heavy = torch.nn.functional.cosine_similarity(training_condition(e, 900, ABAR), e, dim=-1)
     assert light.min() > heavy.min() and light.mean() > heavy.mean()
+
+
+def test_a_views_store_drawn_without_noise_keeps_its_earlier_fingerprint():
+    """Stores drawn before the noise fields existed still match a plan without noise (they resume, not redraw)."""
+    import json
+
+    plan = dict(n_tiles=2, views_per_tile=1, interpolations=0, image_size=16, batch_size=8, seed=0, sampler="ddim",
+                steps=2, guidance_scale=1.0, alpha_low=0.2, alpha_high=0.8, encoder="e", diffusion="d", keys_sha="k")
+    assert json.loads(ViewsPlan(**plan).fingerprint()) == plan
+    assert json.loads(ViewsPlan(**plan, noise_level=200).fingerprint())["noise_level"] == 200

@@ -218,3 +218,15 @@ def test_bad_trainer_devices_and_norm_groups_are_one_line(tmp_path):
         result = run_cli("stage2", f"data.path={tmp_path}", f"encoder={tmp_path}", f"out={tmp_path / 'x'}", arg)
         key = arg.split("=")[0]
         assert result.returncode == 2 and key in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_all_devices_and_label_maps_under_their_earlier_name(tmp_path):
+    from gensis.config.train import TrainerConfig
+    from gensis.slides.labels import load_label_map
+
+    assert TrainerConfig(devices="-1").devices == "-1" and TrainerConfig(devices="[0,1]").devices == "[0,1]"
+    with pytest.raises(ValueError, match="trainer.devices"):
+        TrainerConfig(devices="[]")
+    Image.fromarray(np.ones((4, 4), np.uint8)).save(tmp_path / "TCGA-01.labels.png")   # named before the first dot
+    (tmp_path / "TCGA-01.labels.json").write_text(json.dumps({"classes": ["tumour"]}))
+    assert load_label_map(tmp_path / "TCGA-01.5e2a.svs").classes == ("tumour",)

@@ -142,7 +142,7 @@ class AutoencoderModelConfig:
 
     def __post_init__(self):
         if self.norm_groups < 1:
-            raise ValueError(f"unet.norm_groups must be >= 1, got {self.norm_groups}")
+            raise ValueError(f"vae.norm_groups must be >= 1, got {self.norm_groups}")
         if any(c % self.norm_groups for c in self.channels):
             raise ValueError(f"vae.channels {list(self.channels)} must be multiples of vae.norm_groups={self.norm_groups}")
         if self.image_size % 2 ** (len(self.channels) - 1):

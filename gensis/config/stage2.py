@@ -43,6 +43,8 @@ class ReportConfig:
     adaptive_noise: bool = _help("scale noise_level per tile by its tissue share, as generate.adaptive_noise", False)
 
     def __post_init__(self):
+        if self.noise_level < 0:
+            raise ValueError(f"report.noise_level must be >= 0, got {self.noise_level}")
         if self.tiles < 0 or self.tiles == 1 or self.views < 2 or self.pairs < 0 or self.alphas < 2:
             raise ValueError("report needs tiles = 0 or >= 2, views >= 2, pairs >= 0, alphas >= 2; got "
                              f"{self.tiles}, {self.views}, {self.pairs}, {self.alphas}")

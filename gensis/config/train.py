@@ -49,8 +49,9 @@ class TrainerConfig:
     def __post_init__(self):
         value = str(self.devices).strip()
         ids = value.strip("[]").split(",") if value.startswith("[") else [value]
-        if value != "auto" and not all(v.strip().isdigit() for v in ids if v.strip()):
-            raise ValueError(f"trainer.devices must be auto, a count (2) or a list of device ids ([0,1]), "
+        if value not in ("auto", "-1") and not (ids and all(v.strip().isdigit() for v in ids if v.strip())
+                                                and any(v.strip() for v in ids)):
+            raise ValueError(f"trainer.devices must be auto, -1 (all), a count (2) or a list of device ids ([0,1]), "
                              f"got {self.devices!r}")
 
     def resolved_precision(self) -> str:

@@ -59,7 +59,13 @@ class ViewsPlan:
         return range(batch * self.batch_size, min(self.n_images, (batch + 1) * self.batch_size))
 
     def fingerprint(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """The plan as JSON; the condition-noise fields only when set, so stores drawn before they existed
+        still match (and resume) when drawn without noise."""
+        plan = asdict(self)
+        for key, default in (("noise_level", 0), ("adaptive_noise", False)):
+            if plan[key] == default:
+                del plan[key]
+        return json.dumps(plan, sort_keys=True)
 
     def pairs_and_alphas(self) -> tuple[np.ndarray, np.ndarray]:
         """The M interpolation pairs (two different tiles) and alphas, drawn from ``seed``."""

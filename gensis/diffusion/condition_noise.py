@@ -18,12 +18,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from gensis.errors import GensisError
+
 CONDITION_SEED_OFFSET = 2**31  # a view's condition noise is seeded with its image seed plus this
 
 
 def noise_condition(embeddings: torch.Tensor, levels: Sequence[int], alphas_cumprod: torch.Tensor,
                     seeds: Sequence[int]) -> torch.Tensor:
     """``embeddings`` (B, D) noised at timestep ``levels[i]`` (0: unchanged) with noise seeded by ``seeds[i]``."""
+    if max(levels, default=0) > len(alphas_cumprod):
+        raise GensisError(f"noise level {max(levels)}: the model was trained with {len(alphas_cumprod)} timesteps; "
+                          f"give 0 to {len(alphas_cumprod)}")
     e = torch.nn.functional.normalize(embeddings.float(), dim=-1) * embeddings.shape[-1] ** 0.5
     out = []
     for row, level, seed in zip(e, levels, seeds):

@@ -101,7 +101,9 @@ def run(cfg: GenerateConfig) -> int:
     out = Path(cfg.out)
     refuse_foreign_output(out, "views store", lambda path: views_plan_of(path) is not None,
                           inputs=(cfg.data.path, cfg.encoder, cfg.diffusion))
+    hold_output_lock(out)  # before other processes start: a second run stops here, all its ranks with it
     pipe, info = load_pipeline(cfg.diffusion, cfg.sampler.name)
+    levels = noise_levels(cfg, len(pipe.scheduler.alphas_cumprod))   # checked before any work
     weights_hash = encoder_hash(cfg.encoder)
     if info.get("encoder_sha256") and info["encoder_sha256"] != weights_hash:
         raise GensisError(f"diffusion={cfg.diffusion} was trained on the embeddings of another encoder "
@@ -110,8 +112,6 @@ def run(cfg: GenerateConfig) -> int:
     rank, world = (fabric.global_rank, fabric.world_size) if fabric else (0, 1)
     device = fabric.device if fabric else pick_device(cfg.trainer)
     bf16 = device.type == "cuda" and cfg.trainer.resolved_precision().startswith("bf16")
-    if rank == 0:
-        hold_output_lock(out)
 
     cache = embeddings_path(out)
     embed_tiles(cfg.encoder, cfg.data.path, cache, batch_size=cfg.data.batch_size, workers=cfg.data.workers,
@@ -145,7 +145,6 @@ def run(cfg: GenerateConfig) -> int:
         print(f"resuming: {len(part.batches) - len(todo)} of {len(part.batches)} batches of this share already drawn")
     e = torch.from_numpy(embeddings)
     pairs, alphas = plan.pairs_and_alphas()
-    levels = noise_levels(cfg, len(pipe.scheduler.alphas_cumprod))
     try:
         bar = tqdm(total=sum(len(plan.batch_jobs(b)) for b in todo), desc="generate", unit="img",
                    disable=not cfg.progress or rank != 0)

@@ -55,6 +55,8 @@ def shard_path(out: Path, rank: int, world: int) -> Path:
 def run(cfg: EmbedConfig) -> int:
     if not cfg.data.path:
         raise GensisError("give data.path=<tiles> (a folder of images, a tiles.h5 or a tiling output dir)")
+    refuse_foreign_output(cfg.out, "embeddings file", is_embeddings_file, inputs=(cfg.data.path, cfg.encoder))
+    hold_output_lock(cfg.out)  # before other processes start: a second run stops here, all its ranks with it
     fabric = _fabric(cfg)
     rank, world = (fabric.global_rank, fabric.world_size) if fabric else (0, 1)
     device = fabric.device if fabric else pick_device(cfg.trainer)

@@ -168,6 +168,7 @@ def assess_generator(diffusion: str | Path, encoder: str | Path, data_path: str,
         "diversity_pixels": pixel_diversity(at_input.reshape(n, k, *at_input.shape[1:])),
         "diversity_pixels_augmented": pixel_diversity(augmented_pixels.reshape(n, k, *augmented_pixels.shape[1:])),
         "source_top10": source_in_top_k(e, generated, 10),
+        "source_top10_chance": min(1.0, 10 / n),
         "label_fidelity": None,
     }
     if labeled:
@@ -274,7 +275,7 @@ def markdown_report(m: dict, diffusion, encoder) -> str:
         f"| diversity in pixels (mean pairwise RMS difference) | {m['diversity_pixels']:.3f} | "
         f"{m['diversity_pixels_augmented']:.3f} | |", "",
         f"A view's own tile is among its 10 nearest of the {m['tiles']} real tiles for "
-        f"{m['source_top10']:.0%} of the views.", "",
+        f"{m['source_top10']:.0%} of the views (by chance {min(1.0, 10 / m['tiles']):.0%}).", "",
         *label_fidelity_lines(m.get("label_fidelity")),
         f"Fidelity is {verdict} the midpoint ({m['fidelity_midpoint']:.3f}) between the floor and the "
         f"hand-augmented reference. The tile itself shrunk to the model's {m['image_size']} px and embedded "

@@ -51,6 +51,10 @@ def load_label_map(slide_path: str | Path) -> Optional[LabelMap]:
     from PIL import Image
 
     png, meta = label_map_paths(Path(slide_path))
+    if not png.is_file():  # maps named after the part before the first dot, as earlier versions looked for
+        first = Path(slide_path).name.split(".")[0]
+        png, meta = (Path(slide_path).with_name(first + ".labels.png"),
+                     Path(slide_path).with_name(first + ".labels.json"))
     if not png.is_file():
         return None
     if not meta.is_file():
