@@ -1,6 +1,6 @@
 """Encoder quality of the whole pipeline on a labeled tile dataset (class subfolders, optional groups.csv).
 
-    python benchmarks/quality.py DATASET_DIR [--recipe cpu_quality_2h] [--seeds 0 1 2 3 4] [--out DIR]
+    python benchmarks/quality.py DATASET_DIR [--recipe cpu_quality_bn] [--seeds 0 1 2 3 4] [--out DIR]
                                  [--stage3 gen.p=0.5 disentangle.weight=1.0 ...]
     python benchmarks/quality.py DATASET_DIR --seeds 5 6          # more seeds later: merged into quality.json
     python benchmarks/quality.py DATASET_DIR --recipe gpu_quality --autoencoder --px 224 --ssl-tiles 0
@@ -136,7 +136,7 @@ def recipe_epochs(recipe: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path)
-    parser.add_argument("--recipe", default="cpu_quality_2h", help="experiment preset of every command")
+    parser.add_argument("--recipe", default="cpu_quality_bn", help="experiment preset of every command")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="seeds to train now; results of earlier invocations (other seeds) are kept and merged")
     parser.add_argument("--generator-seed", type=int, default=1000,

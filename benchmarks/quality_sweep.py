@@ -46,7 +46,7 @@ def parse_setting(tokens: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", default="cpu_quality_2h")
+    parser.add_argument("--recipe", default="cpu_quality_bn")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None, help="quality.py's --out (default: its default)")
     parser.add_argument("--setting", nargs="+", action="append", required=True, metavar="TOKEN")

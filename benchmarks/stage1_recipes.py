@@ -47,7 +47,7 @@ def run_summary(run: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path)
-    parser.add_argument("--recipe", default="cpu_quality_2h")
+    parser.add_argument("--recipe", default="cpu_quality_bn")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--test-fraction", type=float, default=0.3)

@@ -42,6 +42,12 @@ from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
 from gensis.training.trainer import adamw_with_warmup, make_trainer, save_metrics
 
 
+def embedding_center(embeddings: np.ndarray) -> list[float]:
+    """The mean of the training tiles' L2-normalised embeddings (the conditioner centres on it)."""
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
+    return unit.mean(0).astype(np.float64).tolist()
+
+
 def load_vae(cfg: Stage2Config) -> AutoencoderKL | None:
     """The frozen autoencoder of latent space, or None in pixel space."""
     if cfg.generator.resolved_space() == "pixel":
@@ -78,14 +84,16 @@ def model_geometry(cfg: Stage2Config, vae: AutoencoderKL | None) -> tuple[int, i
 
 
 class DiffusionModule(L.LightningModule):
-    def __init__(self, cfg: Stage2Config, embed_dim: int, vae: AutoencoderKL | None = None):
+    def __init__(self, cfg: Stage2Config, embed_dim: int, vae: AutoencoderKL | None = None,
+                 center: list[float] | None = None):
         super().__init__()
         self.cfg = cfg
         d = cfg.generator
         self._vae = [vae]  # frozen and not ours to checkpoint: kept out of the module's state
         sample_size, channels = model_geometry(cfg, vae)
         self.unet = build_unet(cfg.unet, sample_size, channels)
-        self.conditioner = EmbeddingConditioner(embed_dim, cfg.unet.cross_attention_dim, d.n_tokens, d.p_uncond)
+        self.conditioner = EmbeddingConditioner(embed_dim, cfg.unet.cross_attention_dim, d.n_tokens, d.p_uncond,
+                                                center=center)
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=d.train_timesteps, beta_schedule=d.beta_schedule,
                                              prediction_type=d.prediction, clip_sample=vae is None,
                                              rescale_betas_zero_snr=d.zero_terminal_snr,
@@ -278,7 +286,8 @@ def run(cfg: Stage2Config) -> int:
     if len(dataset) < cfg.data.batch_size * trainer.world_size:
         raise GensisError(f"data.path={cfg.data.path}: {len(dataset)} tiles, fewer than one batch "
                           f"({cfg.data.batch_size} x {trainer.world_size} devices); lower data.batch_size")
-    module = DiffusionModule(cfg, spec.embed_dim, vae)
+    module = DiffusionModule(cfg, spec.embed_dim, vae, center=embedding_center(embeddings)
+                             if cfg.generator.center_embeddings else None)
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                         num_workers=cfg.data.workers, persistent_workers=cfg.data.workers > 0,
                         pin_memory=torch.cuda.is_available())

@@ -99,3 +99,26 @@ def test_a_views_store_drawn_without_noise_keeps_its_earlier_fingerprint():
                 steps=2, guidance_scale=1.0, alpha_low=0.2, alpha_high=0.8, encoder="e", diffusion="d", keys_sha="k")
     assert json.loads(ViewsPlan(**plan).fingerprint()) == plan
     assert json.loads(ViewsPlan(**plan, noise_level=200).fingerprint())["noise_level"] == 200
+
+
+def test_the_conditioner_centres_embeddings_that_share_a_common_direction(tmp_path):
+    """Two tiles at cosine 0.98 (a shared direction plus a small own part): centred on the mean they point
+    apart, so their tokens differ as much as those of unrelated embeddings; the centre survives save/load."""
+    from gensis.models.embedding_conditioner import EmbeddingConditioner
+
+    common = torch.zeros(8)
+    common[0] = 1.0
+    own = torch.zeros(2, 8)
+    own[0, 1], own[1, 1] = 0.1, -0.1
+    e = common + own                                                 # cosine between the two: 0.98
+    center = torch.nn.functional.normalize(e, dim=-1).mean(0)
+    plain = EmbeddingConditioner(8, 4).eval()
+    centred = EmbeddingConditioner(8, 4, center=center.tolist()).eval()
+    centred.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        unit = lambda c: torch.nn.functional.normalize(c(e).flatten(1) - c.project.bias, dim=-1)  # noqa: E731
+        assert (unit(plain)[0] @ unit(plain)[1]) > 0.9                 # nearly one condition
+        assert (unit(centred)[0] @ unit(centred)[1]) < -0.9            # opposite once centred
+    centred.save_pretrained(tmp_path / "c")
+    loaded = EmbeddingConditioner.from_pretrained(tmp_path / "c")
+    torch.testing.assert_close(loaded.center_vector, center)

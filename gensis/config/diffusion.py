@@ -50,6 +50,9 @@ class GeneratorConfig:
     zero_terminal_snr: bool = _help("rescale the noise schedule so that its last step is pure noise (Lin et al. "
                                     "2023): drawn tiles then get the right brightness with few-step samplers", True)
     dihedral: bool = _help("train on random flips / 90-degree rotations of each tile (same embedding)", False)
+    center_embeddings: bool = _help("centre the unit embeddings on their training mean before projecting them "
+                                    "(gensis/models/embedding_conditioner.py): the condition keeps what tells "
+                                    "tiles apart", True)
     condition_noise: int = _help("train on conditions noised at a random DDPM timestep up to this (GenView's "
                                  "formula, gensis/diffusion/condition_noise.py; 0: clean embeddings), so that "
                                  "p(tile | e) covers more than the one tile e came from", 0)
