@@ -9,6 +9,7 @@ import pytest
 
 from gensis.config.tile import TileConfig, TileParams
 from gensis.data.tile_source import open_tiles
+from gensis.errors import GensisError
 from gensis.slides import tiling
 from gensis.slides.synthetic import SyntheticSlide, SyntheticSlideSpec
 from gensis.slides.tiling import run_tiling
@@ -102,7 +103,7 @@ def test_resume_does_no_work_and_redoes_failures(synthetic_slide, tmp_path, monk
 
 def test_changed_settings_in_same_out_are_refused(synthetic_slide, tmp_path):
     run_tiling(tile_cfg(synthetic_slide, tmp_path, mpp=1.0, size=64))
-    with pytest.raises(Exception, match="tile.size|size"):
+    with pytest.raises(GensisError, match=r"made with other settings \(size\)"):
         run_tiling(tile_cfg(synthetic_slide, tmp_path, mpp=1.0, size=32))
 
 
