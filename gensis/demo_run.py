@@ -115,11 +115,11 @@ def generation_lines(path: Path) -> list[str]:
     if not path.is_file():
         return []
     g = json.loads(path.read_text())
-    if "source_top10" not in g:  # a report written before these measures existed
+    if "source_top10_chance" not in g:  # a report written before these measures existed
         return []
     lines = [f"Measured by stage 2's report ({g['tiles']} tiles, {g['views']} views each): a view's own tile is "
              f"among its 10 nearest real tiles for {g['source_top10']:.0%} of views (by chance "
-             f"{min(1.0, 10 / g['tiles']):.0%}); diversity among a tile's views {g['diversity']:.3f} (hand-made "
+             f"{g['source_top10_chance']:.0%}); diversity among a tile's views {g['diversity']:.3f} (hand-made "
              f"augmentations {g['diversity_augmented']:.3f}; in pixels {g['diversity_pixels']:.3f} against "
              f"{g['diversity_pixels_augmented']:.3f})."]
     if g.get("label_fidelity"):

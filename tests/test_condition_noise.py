@@ -11,7 +11,7 @@ from gensis.config.diffusion import SamplerConfig
 from gensis.config.stage2 import GenerateParams
 from gensis.data.views_store import ViewsPlan
 from gensis.diffusion import generate_run
-from gensis.diffusion.condition_noise import adaptive_levels, noise_condition, tissue_share
+from gensis.diffusion.condition_noise import CONDITION_SEED_OFFSET, adaptive_levels, noise_condition, tissue_share
 from tests.test_stage2 import tiny_pipeline
 
 ABAR = torch.from_numpy(DDPMScheduler().alphas_cumprod.numpy())
@@ -56,7 +56,7 @@ def test_generate_noises_views_only_and_keeps_interpolations_exact():
     pairs, alphas = np.array([[0, 1]]), np.array([1.0], dtype=np.float32)
     seeds = [10, 11, 12, 13, 14]
     rows = generate_run.conditions(plan, e, range(5), pairs, alphas, np.array([200, 0]), ABAR, seeds)
-    noised = noise_condition(e[:1], [200], ABAR, [10 + generate_run.CONDITION_SEED_OFFSET])[0]
+    noised = noise_condition(e[:1], [200], ABAR, [10 + CONDITION_SEED_OFFSET])[0]
     torch.testing.assert_close(rows[0], noised)
     assert not torch.allclose(rows[0], rows[1])                           # each view its own noise
     torch.testing.assert_close(rows[2], e[1])                             # level 0 for tile 1: unchanged

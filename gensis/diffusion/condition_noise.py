@@ -13,7 +13,7 @@ where the foreground fills the image, little where it is small
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -52,6 +52,21 @@ def tissue_share(tile: np.ndarray, min_saturation: float = 0.07) -> float:
 def adaptive_levels(level: int, shares: np.ndarray) -> np.ndarray:
     """Per-tile timesteps: ``level`` scaled by each tile's foreground share (0 for an empty tile)."""
     return np.round(level * np.clip(shares, 0.0, 1.0)).astype(np.int64)
+
+
+def tile_levels(level: int, adaptive: bool, n_tiles: int, load: Callable[[int], np.ndarray]) -> np.ndarray:
+    """The condition-noise timestep of each of ``n_tiles`` tiles: ``level``, or with ``adaptive`` scaled by the
+    tissue share of the tile ``load(i)`` returns (tiles are loaded only then)."""
+    if not adaptive:
+        return np.full(n_tiles, level, np.int64)
+    return adaptive_levels(level, np.array([tissue_share(load(i)) for i in range(n_tiles)]))
+
+
+def noise_views(embeddings: torch.Tensor, levels: Sequence[int], alphas_cumprod: torch.Tensor,
+                image_seeds: Sequence[int]) -> torch.Tensor:
+    """The conditions of generated views: ``embeddings`` noised at ``levels``, the noise of each seeded from
+    its image's seed (plus :data:`CONDITION_SEED_OFFSET`), so a view is the same whoever draws it."""
+    return noise_condition(embeddings, levels, alphas_cumprod, [int(s) + CONDITION_SEED_OFFSET for s in image_seeds])
 
 
 def training_condition(embeddings: torch.Tensor, max_level: int, alphas_cumprod: torch.Tensor) -> torch.Tensor:

@@ -27,12 +27,7 @@ from gensis.data.views_store import (
     views_plan_of,
 )
 from gensis.data.tile_source import open_tiles
-from gensis.diffusion.condition_noise import (
-    CONDITION_SEED_OFFSET,
-    adaptive_levels,
-    noise_condition,
-    tissue_share,
-)
+from gensis.diffusion.condition_noise import noise_views, tile_levels
 from gensis.diffusion.pipeline import load_pipeline, pipeline_folder
 from gensis.diffusion.slerp import slerp
 from gensis.errors import GensisError
@@ -69,8 +64,8 @@ def conditions(plan: ViewsPlan, embeddings: torch.Tensor, jobs: range, pairs: np
         if job < n_views:
             row = embeddings[job // plan.views_per_tile]
             if levels is not None and levels[job // plan.views_per_tile] > 0:
-                row = noise_condition(row[None], [int(levels[job // plan.views_per_tile])], alphas_cumprod,
-                                      [seeds[index] + CONDITION_SEED_OFFSET])[0]
+                row = noise_views(row[None], [int(levels[job // plan.views_per_tile])], alphas_cumprod,
+                                  [seeds[index]])[0]
             rows.append(row)
         else:
             first, second = pairs[job - n_views]
@@ -87,9 +82,7 @@ def noise_levels(cfg: GenerateConfig, n_train_timesteps: int) -> np.ndarray | No
         raise GensisError(f"generate.noise_level={g.noise_level}: the model was trained with {n_train_timesteps} "
                           f"timesteps; give 0 to {n_train_timesteps}")
     tiles = open_tiles(cfg.data.path)
-    if not g.adaptive_noise:
-        return np.full(len(tiles), g.noise_level, np.int64)
-    return adaptive_levels(g.noise_level, np.array([tissue_share(tiles.load(i)) for i in range(len(tiles))]))
+    return tile_levels(g.noise_level, g.adaptive_noise, len(tiles), tiles.load)
 
 
 @torch.no_grad()

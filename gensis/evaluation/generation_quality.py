@@ -31,7 +31,7 @@ from gensis.config.diffusion import SamplerConfig
 from gensis.config.stage2 import AssessConfig, ReportConfig
 from gensis.data.augment import augmented_view, eval_transform
 from gensis.data.tile_source import open_tiles
-from gensis.diffusion.condition_noise import CONDITION_SEED_OFFSET, adaptive_levels, noise_condition, tissue_share
+from gensis.diffusion.condition_noise import noise_views, tile_levels
 from gensis.diffusion.pipeline import EmbeddingDiffusionPipeline, load_pipeline
 from gensis.diffusion.slerp import slerp
 from gensis.errors import GensisError
@@ -146,10 +146,9 @@ def assess_generator(diffusion: str | Path, encoder: str | Path, data_path: str,
     view_seeds = np.arange(n * k) + seed * 1_000_003
     conditions = np.repeat(e, k, axis=0)
     if report.noise_level > 0:
-        shares = np.array([tissue_share(a) for a in real]) if report.adaptive_noise else np.ones(n)
-        levels = np.repeat(adaptive_levels(report.noise_level, shares), k)
-        conditions = noise_condition(torch.from_numpy(conditions), levels, pipe.scheduler.alphas_cumprod,
-                                     [int(s) + CONDITION_SEED_OFFSET for s in view_seeds]).numpy()
+        levels = np.repeat(tile_levels(report.noise_level, report.adaptive_noise, n, real.__getitem__), k)
+        conditions = noise_views(torch.from_numpy(conditions), levels, pipe.scheduler.alphas_cumprod,
+                                 view_seeds).numpy()
     views = draw(pipe, conditions, view_seeds, sampler, batch_size)
     generated = embed_images(model, views, plain, device, batch_size).reshape(n, k, -1)
     at_input = np.stack([np.asarray(Image.fromarray(v).resize((spec.img_size, spec.img_size),
@@ -275,7 +274,7 @@ def markdown_report(m: dict, diffusion, encoder) -> str:
         f"| diversity in pixels (mean pairwise RMS difference) | {m['diversity_pixels']:.3f} | "
         f"{m['diversity_pixels_augmented']:.3f} | |", "",
         f"A view's own tile is among its 10 nearest of the {m['tiles']} real tiles for "
-        f"{m['source_top10']:.0%} of the views (by chance {min(1.0, 10 / m['tiles']):.0%}).", "",
+        f"{m['source_top10']:.0%} of the views (by chance {m['source_top10_chance']:.0%}).", "",
         *label_fidelity_lines(m.get("label_fidelity")),
         f"Fidelity is {verdict} the midpoint ({m['fidelity_midpoint']:.3f}) between the floor and the "
         f"hand-augmented reference. The tile itself shrunk to the model's {m['image_size']} px and embedded "
