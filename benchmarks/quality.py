@@ -205,7 +205,8 @@ def main() -> None:
         for variant in args.variants:
             overrides = VARIANTS[variant]
             seconds.setdefault(variant, {})[str(seed)] = train(
-                "stage3", run / variant, f"data.path={data / 'ssl'}", f"views={views}", recipe, f"seed={seed}",
+                "stage3", run / variant, f"data.path={data / 'ssl'}", f"views={views}",
+                f"encoder={conditioning}", recipe, f"seed={seed}",
                 *args.stage3, *overrides)
         scores = {"random": random_scores}
         for name in ("stage1", "stage1_control", *args.variants):

@@ -92,8 +92,8 @@ def run(cfg: DemoConfig) -> int:
                   f"encoder={out / 'stage1'}", f"out={out / 'stage2'}", run_dir=out / "stage2")
     steps.command("generate", "generate: views and interpolations", "generate", f"diffusion={out / 'stage2'}",
                   f"encoder={out / 'stage1'}", f"data.path={tiling}", f"out={views}")
-    steps.command("stage3", "stage 3: Gen-DINO", "stage3", f"data.path={tiling}", f"views={views}", f"out={out / 'stage3'}",
-                  run_dir=out / "stage3")
+    steps.command("stage3", "stage 3: Gen-DINO", "stage3", f"data.path={tiling}", f"views={views}",
+                  f"encoder={out / 'stage1'}", f"out={out / 'stage3'}", run_dir=out / "stage3")
     for name in ENCODERS:
         encoder = "random" if name == "random" else out / name
         steps.command(f"eval_{name}", f"eval of {name} on the slide's texture labels", "eval",

@@ -9,6 +9,14 @@ class SlideError(GensisError):
     """A single slide cannot be opened or read; recorded per slide, the run goes on."""
 
 
+class UnsupportedSlide(SlideError):
+    """A readable slide gensis does not tile (not brightfield RGB): skipped with this reason in the manifest."""
+
+
+class NotBrightfield(UnsupportedSlide):
+    """A slide of several gray channels (fluorescence, multiplex): no reader turns it into brightfield RGB."""
+
+
 _DISK_FULL_ERRNOS = {28, 122}  # ENOSPC, EDQUOT
 
 

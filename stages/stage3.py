@@ -29,6 +29,7 @@ from gensis.config.stage3 import Stage3Config
 from gensis.data.gen_dino_tiles import GenDINOTiles
 from gensis.data.tile_source import open_tiles
 from gensis.data.views_store import check_views_store
+from gensis.models.backbone import encoder_hash
 from gensis.errors import GensisError
 from gensis.losses.dino import DINOLoss
 from gensis.losses.disentangle import DisentanglementLoss
@@ -113,10 +114,12 @@ def run(cfg: Stage3Config) -> int:
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, weights=init_weights(cfg.init)))
     tiles = open_tiles(cfg.data.path)
     interpolations = cfg.disentangle.weight > 0
+    views = {}
     if cfg.uses_views:
-        check_views_store(cfg.views, tiles.keys, need_views=cfg.gen.p > 0, need_interpolations=interpolations,
-                          source=cfg.data.path)
-    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume, keys=tiles.keys)
+        views = check_views_store(cfg.views, tiles.keys, need_views=cfg.gen.p > 0,
+                                  need_interpolations=interpolations, source=cfg.data.path,
+                                  encoder_sha=encoder_hash(cfg.encoder) if cfg.encoder else None, encoder=cfg.encoder)
+    out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume, keys=tiles.keys, views=views)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset = GenDINOTiles(tiles, cfg.views, cfg.gen.p, interpolations, cfg.crops, cfg.augment, IMAGENET_MEAN,
                            IMAGENET_STD, on_device=cfg.augment.on_gpu)

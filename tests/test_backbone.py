@@ -1,11 +1,15 @@
 """Backbones: starting from a lab's own weights, and the encoder export round trip."""
 
+import json
+import shutil
+
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from gensis.errors import GensisError
-from gensis.models.backbone import EncoderSpec, create_backbone, load_backbone_weights, load_encoder, save_encoder
+from gensis.models.backbone import EncoderSpec, create_backbone, encoder_hash, file_hash, load_backbone_weights, \
+    load_encoder, save_encoder
 
 TINY = dict(patch_size=8, depth=2, embed_dim=64, num_heads=2)
 
@@ -41,3 +45,23 @@ def test_encoder_export_round_trip(tmp_path):
     assert spec.embed_dim == 64 and spec.kwargs == TINY
     with pytest.raises(GensisError, match="not an encoder run dir"):
         load_encoder(tmp_path / "nothing")
+
+
+def test_replaced_encoder_weights_are_refused_naming_both_hashes(tmp_path):
+    spec = EncoderSpec(name="vit_tiny_patch16_224", kwargs=TINY, img_size=32, embed_dim=64)
+    save_encoder(tmp_path / "a", create_backbone("vit_tiny_patch16_224", 32, TINY), spec)
+    save_encoder(tmp_path / "b", create_backbone("vit_tiny_patch16_224", 32, TINY), spec)   # other random init
+    recorded = json.loads((tmp_path / "a" / "encoder.json").read_text())["sha256"]
+    assert encoder_hash(tmp_path / "a") == recorded == file_hash(tmp_path / "a" / "encoder.safetensors")
+    shutil.copy(tmp_path / "b" / "encoder.safetensors", tmp_path / "a" / "encoder.safetensors")
+    actual = file_hash(tmp_path / "b" / "encoder.safetensors")
+    for check in (encoder_hash, load_encoder):
+        with pytest.raises(GensisError, match=f"sha256 {actual} but encoder.json records {recorded}"):
+            check(tmp_path / "a")
+
+
+def test_weights_of_another_backbone_under_a_matching_hash_are_one_line(tmp_path):
+    spec = EncoderSpec(name="vit_tiny_patch16_224", kwargs=TINY, img_size=32, embed_dim=64)
+    save_encoder(tmp_path, create_backbone("vit_tiny_patch16_224", 32, dict(TINY, depth=1)), spec)  # json says 2
+    with pytest.raises(GensisError, match="does not fit the vit_tiny_patch16_224 backbone that encoder.json"):
+        load_encoder(tmp_path)

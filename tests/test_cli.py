@@ -1,6 +1,7 @@
 """The command line: help, and one clear line (no traceback) for every kind of bad input."""
 
 import dataclasses
+import shutil
 
 import pytest
 
@@ -10,11 +11,46 @@ from gensis.errors import GensisError
 from tests.conftest import run_cli
 
 
+# every command the README documents, with one key each command's --help must list
+DOCUMENTED = {"tile": "slides", "stage1": "data.path", "embed": "encoder", "eval": "encoder", "stage2": "encoder",
+              "autoencoder": "data.path", "generate": "diffusion", "assess": "diffusion", "stage3": "views",
+              "synth": "out", "demo": "out"}
+
+
 def test_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("tile", "stage1", "embed", "eval", "synth", "demo"):
-        assert f"  {command} " in result.stdout
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
+    assert listed == set(DOCUMENTED)
+    assert "GENSIS_DEBUG=1" in result.stdout
+
+
+@pytest.mark.parametrize("command, key", sorted(DOCUMENTED.items()))
+def test_every_command_has_help_with_its_keys(command, key):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert key in {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
+
+
+def test_paths_with_any_letters_work_as_plain_arguments(synthetic_slide, tmp_path):
+    """Non-ASCII letters, spaces, commas, brackets, '=', quotes and a backslash: Hydra's grammar refuses them
+    unquoted; gensis quotes every text setting itself."""
+    folder = tmp_path / "é, [1]=x"
+    folder.mkdir()
+    slide = folder / "cas 'é' \\ 1.svs"
+    shutil.copy(synthetic_slide, slide)
+    tiles = tmp_path / "tiles=é, [a]"
+    result = run_cli("tile", f"slides={slide}", f"out={tiles}", "experiment=tiny", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tiles / "coords" / "cas 'é' \\ 1.h5").is_file()
+    run = tmp_path / "run é=[2], \\"
+    result = run_cli("stage1", f"data.path={tiles}", f"out={run}", "experiment=tiny", "trainer.max_steps=1",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    result = run_cli("embed", f"data.path={tiles}", f"encoder={run}", f"out={tmp_path / 'e, [b]=é.h5'}",
+                     "experiment=tiny", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "e, [b]=é.h5").is_file()
 
 
 def test_command_help_shows_keys_and_defaults():

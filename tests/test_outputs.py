@@ -5,6 +5,7 @@ import csv
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -230,3 +231,62 @@ def test_all_devices_and_label_maps_under_their_earlier_name(tmp_path):
     Image.fromarray(np.ones((4, 4), np.uint8)).save(tmp_path / "TCGA-01.labels.png")   # named before the first dot
     (tmp_path / "TCGA-01.labels.json").write_text(json.dumps({"classes": ["tumour"]}))
     assert load_label_map(tmp_path / "TCGA-01.5e2a.svs").classes == ("tumour",)
+
+
+@pytest.fixture
+def tiled(synthetic_slide, tmp_path):
+    """A tiling output (tiles.h5) of the synthetic slide at experiment=tiny."""
+    result = run_cli("tile", f"slides={synthetic_slide}", f"out={tmp_path / 'tiles'}", "experiment=tiny",
+                     "progress=false")
+    assert result.returncode == 0, result.stderr
+    return tmp_path / "tiles"
+
+
+def test_a_damaged_chunk_of_a_tile_store_is_one_line_naming_the_tile(tiled, tmp_path):
+    store = tiled / "tiles.h5"
+    with h5py.File(store, "r") as f:
+        images = f["images"]
+        rows_per_chunk = images.chunks[0]
+        info = images.id.get_chunk_info(1)       # the second chunk: tiles rows_per_chunk .. 2 * rows_per_chunk - 1
+        keys = [f"{s.decode()}/{x}_{y}" for s, (x, y) in zip(f["slide"][:], f["coords"][:])]
+    with open(store, "r+b") as handle:
+        handle.seek(info.byte_offset)
+        handle.write(bytes(range(256)) * (info.size // 256) + b"\x00" * (info.size % 256))
+    result = run_cli("stage1", f"data.path={store}", f"out={tmp_path / 'run'}", "experiment=tiny", "data.workers=0")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    found = re.search(rf"{re.escape(str(store))}: tile (\d+) \((.+?)\) cannot be read", message)
+    assert found and "tile the slides again" in message, message
+    index = int(found.group(1))
+    assert rows_per_chunk <= index < 2 * rows_per_chunk                 # a tile of the damaged chunk, named
+    assert found.group(2) == keys[index]
+
+
+def test_a_damaged_tile_store_in_a_tiling_folder_is_kept_aside_and_tiled_again(synthetic_slide, tiled):
+    with h5py.File(tiled / "tiles.h5", "r") as f:
+        images, keys = f["images"][:], f["coords"][:]
+    size = (tiled / "tiles.h5").stat().st_size
+    with open(tiled / "tiles.h5", "r+b") as handle:
+        handle.truncate(size // 3)
+    result = run_cli("tile", f"slides={synthetic_slide}", f"out={tiled}", "experiment=tiny", "progress=false")
+    assert result.returncode == 0, result.stderr
+    assert "tiles.h5 is damaged" in result.stdout
+    aside = list(tiled.glob("tiles.h5.damaged-*"))
+    assert len(aside) == 1 and aside[0].stat().st_size == size // 3      # kept as it was, not deleted
+    with h5py.File(tiled / "tiles.h5", "r") as f:
+        np.testing.assert_array_equal(f["coords"][:], keys)
+        np.testing.assert_array_equal(f["images"][:], images)
+
+
+@pytest.mark.parametrize("rows, words", [
+    ("path,mpp\nslide.svs,0.5\n,0.5\n", "line 3: the path is empty"),
+    ("path,mpp\nslide.svs,0.5,extra\n", "line 2: more fields than the 2 columns (path, mpp)"),
+])
+def test_a_bad_slides_csv_row_is_one_line_naming_the_line(synthetic_slide, tmp_path, rows, words):
+    os.symlink(synthetic_slide, tmp_path / "slide.svs")
+    (tmp_path / "slides.csv").write_text(rows)
+    result = run_cli("tile", f"slides={tmp_path / 'slides.csv'}", f"out={tmp_path / 'out'}", "experiment=tiny")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith(f"gensis tile: error: {tmp_path / 'slides.csv'}, {words}")
+    assert not (tmp_path / "out").exists()

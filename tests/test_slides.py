@@ -5,7 +5,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from gensis.errors import SlideError
+from gensis.errors import NotBrightfield, SlideError, UnsupportedSlide
 from gensis.slides.grid import make_grid, strips, tissue_fractions
 from gensis.slides.reader import TiffSlide, best_level_for_downsample, open_slide, slide_name
 from gensis.slides.resolution import mpp_from_ome_xml, mpp_from_resolution_tag
@@ -142,12 +142,58 @@ def test_direct_tiff_reading_gives_openslides_pixels(shared_data, synthetic_slid
 
 def test_sixteen_bit_tiffs_scale_the_same_everywhere(tmp_path):
     image = np.zeros((64, 128, 3), np.uint16)
-    image[:, :64] = 1000          # a dim half and
-    image[:, 64:] = 60000         # a bright half: each region read alone must keep its own level
+    image[:, :64] = 0x8080        # a mid-gray half (0x8080 / 0xFFFF is exactly 128 / 255) and
+    image[:, 64:] = 0xFFFF        # a white half: each region read alone must keep its own level
     path = tmp_path / "sixteen.tif"
     tifffile.imwrite(path, image, photometric="rgb", resolution=(20000, 20000), resolutionunit="CENTIMETER")
     slide = TiffSlide(path)
     assert slide.mpp == pytest.approx(0.5)
-    dim = slide.read_region(0, 0, 0, 32, 32)
-    bright = slide.read_region(80, 0, 0, 32, 32)
-    assert dim.max() == int(1000 / 65535 * 255) and bright.min() == int(60000 / 65535 * 255)
+    assert (slide.read_region(0, 0, 0, 32, 32) == 128).all()
+    assert (slide.read_region(80, 0, 0, 32, 32) == 255).all()
+
+
+def test_twelve_bit_data_in_a_sixteen_bit_slide_reads_at_full_brightness(tmp_path):
+    image = np.full((64, 128, 3), 4095, np.uint16)   # a 12-bit scanner's white, stored in 16 bits tagged 16
+    image[:, :64] = (0, 4095 * 2 // 5, 4095 // 5)      # and a colour whose 8-bit value is known: (0, 102, 51)
+    path = tmp_path / "twelve.tif"
+    tifffile.imwrite(path, image, photometric="rgb", tile=(32, 32))
+    for slide in (open_slide(path), TiffSlide(path)):
+        assert (slide.read_region(80, 0, 0, 32, 32) == 255).all()
+        np.testing.assert_array_equal(slide.read_region(0, 0, 0, 32, 32)[5, 5], (0, 102, 51))
+
+
+def test_max_sample_value_tag_sets_the_white_level(tmp_path):
+    image = np.full((64, 64, 3), 1000, np.uint16)
+    path = tmp_path / "tagged.tif"
+    tifffile.imwrite(path, image, photometric="rgb", extratags=[(281, "H", 3, (2000, 2000, 2000), False)])
+    assert (TiffSlide(path).read_region(0, 0, 0, 8, 8) == 128).all()  # 1000 / 2000 of white: 127.5 -> 128
+
+
+def test_cmyk_slide_is_converted_by_openslide_or_refused_with_its_colour_model(tmp_path):
+    cmyk = np.zeros((512, 512, 4), np.uint8)
+    cmyk[..., 1] = 255                                  # full magenta ink on white paper: RGB (255, 0, 255)
+    path = tmp_path / "cmyk.tif"
+    tifffile.imwrite(path, cmyk, photometric="separated", tile=(256, 256))
+    np.testing.assert_array_equal(open_slide(path).read_region(10, 10, 0, 4, 4)[0, 0], (255, 0, 255))
+    with pytest.raises(UnsupportedSlide, match="cmyk.tif.*CMYK.*convert"):
+        TiffSlide(path)
+
+
+@pytest.mark.parametrize("planes", [4, 7])
+def test_multichannel_fluorescence_is_not_brightfield(tmp_path, planes):
+    path = tmp_path / "vectra.qptiff"
+    tifffile.imwrite(path, np.random.default_rng(0).integers(0, 255, (planes, 512, 512), np.uint8),
+                     photometric="minisblack", tile=(256, 256))
+    with pytest.raises(NotBrightfield, match=f"vectra.qptiff: {planes} gray channels"):
+        open_slide(path)
+
+
+def test_rgba_tiff_is_composited_on_white(tmp_path):
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, 32:, 3] = 255                              # left half transparent, right half opaque red
+    path = tmp_path / "rgba.tif"
+    tifffile.imwrite(path, rgba, photometric="rgb", extrasamples=[2])
+    slide = TiffSlide(path)
+    assert (slide.read_region(0, 0, 0, 16, 16) == 255).all()
+    np.testing.assert_array_equal(slide.read_region(40, 0, 0, 4, 4)[0, 0], (200, 0, 0))

@@ -241,10 +241,13 @@ def test_generate_on_two_processes_equals_one(stage2_run, encoder_run, labeled_t
 
 
 def test_generate_refuses_an_encoder_the_model_was_not_trained_on(stage2_run, encoder_run, labeled_tiles, tmp_path):
+    from gensis.models.backbone import load_encoder, save_encoder
+
     other = tmp_path / "other"
-    shutil.copytree(encoder_run, other)
-    info = json.loads((other / "encoder.json").read_text())
-    (other / "encoder.json").write_text(json.dumps({**info, "sha256": "0123456789abcdef"}))   # another encoder
+    model, spec = load_encoder(encoder_run)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)                   # another encoder of the same architecture
+    save_encoder(other, model, spec)
     result = run_cli("generate", f"diffusion={stage2_run}", f"encoder={other}", f"data.path={labeled_tiles}",
                      f"out={tmp_path / 'views.h5'}", "experiment=tiny")
     assert result.returncode == 2 and "another encoder" in result.stderr and "Traceback" not in result.stderr

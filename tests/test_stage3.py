@@ -5,8 +5,10 @@ The labeled tiles are real lung tiles, or the synthetic slide's textures where .
 
 import csv
 import json
+import re
 import shutil
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -15,15 +17,15 @@ from gensis.config.augment import AugmentConfig, CropConfig
 from gensis.data.gen_dino_tiles import GenDINOTiles
 from gensis.data.tile_source import open_tiles
 from gensis.data.views_store import ViewsPart, ViewsPlan, join_parts, keys_sha, part_path
-from gensis.models.backbone import load_encoder
+from gensis.models.backbone import encoder_hash, load_encoder
 from tests.conftest import run_cli
 
 
-def write_views(path, keys, views_per_tile=2, interpolations=6, size=16, fill=None):
+def write_views(path, keys, views_per_tile=2, interpolations=6, size=16, fill=None, encoder="test", seed=0):
     """A views store in the generate format; images are noise (or ``fill``), drawn without a model."""
     plan = ViewsPlan(n_tiles=len(keys), views_per_tile=views_per_tile, interpolations=interpolations,
-                     image_size=size, batch_size=8, seed=0, sampler="none", steps=0, guidance_scale=1.0,
-                     alpha_low=0.2, alpha_high=0.8, encoder="test", diffusion="test", keys_sha=keys_sha(keys))
+                     image_size=size, batch_size=8, seed=seed, sampler="none", steps=0, guidance_scale=1.0,
+                     alpha_low=0.2, alpha_high=0.8, encoder=encoder, diffusion="test", keys_sha=keys_sha(keys))
     rng = np.random.default_rng(0)
     part = ViewsPart(part_path(path, 0, 1), plan, range(plan.n_batches))
     for batch in part.todo():
@@ -133,6 +135,30 @@ def test_stage3_refuses_a_views_store_of_other_tiles(labeled_tiles, views, tmp_p
     missing = stage3(labeled_tiles, tmp_path / "c")
     assert missing.returncode == 2 and "give views=" in missing.stderr
     assert not (tmp_path / "a").exists()                       # nothing written before the check
+
+
+def test_stage3_refuses_views_of_another_encoder(gen_dino_run, labeled_tiles, views, tmp_path):
+    keys = open_tiles(labeled_tiles).keys
+    own = write_views(tmp_path / "own.h5", keys, encoder=encoder_hash(gen_dino_run))
+    accepted = stage3(labeled_tiles, tmp_path / "a", f"views={own}", f"encoder={gen_dino_run}", "trainer.max_steps=1")
+    assert accepted.returncode == 0, accepted.stderr[-2000:]
+    refused = stage3(labeled_tiles, tmp_path / "b", f"views={views}", f"encoder={gen_dino_run}")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"drawn from the embeddings of encoder sha256 test, not of encoder={gen_dino_run}" in refused.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_stage3_resume_refuses_a_replaced_views_store(labeled_tiles, views, tmp_path):
+    out, path = tmp_path / "s3", tmp_path / "views.h5"
+    shutil.copy(views, path)
+    first = stage3(labeled_tiles, out, f"views={path}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    write_views(tmp_path / "other.h5", open_tiles(labeled_tiles).keys, seed=1)
+    shutil.copy(tmp_path / "other.h5", path)                   # same path, other views
+    refused = stage3(labeled_tiles, out, f"views={path}", "optim.epochs=2", "resume=true")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"views={path} is not the views store out={out} was trained on" in refused.stderr
+    assert '"seed": 0' in refused.stderr
 
 
 def test_stage3_starts_from_given_weights(gen_dino_run, labeled_tiles, tmp_path):
@@ -258,3 +284,18 @@ def test_real_and_generated_crops_reach_the_network_at_one_resolution(tmp_path):
     assert real.std() < 0.15 and generated.std() < 1e-6
     no_views = GenDINOTiles(tiles, None, 0.0, False, crops, plain, (0.5,) * 3, (0.5,) * 3)[0]
     assert no_views["image"][0].std() > 0.3                        # without views the tile keeps its 64 px detail
+
+
+def test_a_damaged_views_store_is_one_line_naming_the_view(labeled_tiles, tmp_path):
+    path = write_views(tmp_path / "views.h5", open_tiles(labeled_tiles).keys)
+    with h5py.File(path, "r") as f:
+        chunks = [f["generated"].id.get_chunk_info(i) for i in range(f["generated"].id.get_num_chunks())]
+    with open(path, "r+b") as handle:
+        for info in chunks:                      # every view damaged: whichever is drawn first fails
+            handle.seek(info.byte_offset)
+            handle.write(b"\x5a" * info.size)
+    result = stage3(labeled_tiles, tmp_path / "run", f"views={path}", "gen.p=1", "disentangle.weight=0",
+                    "data.workers=0")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert re.search(rf"{re.escape(str(path))}: view \d of tile \d+ cannot be read .*generate it again", message)

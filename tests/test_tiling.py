@@ -178,3 +178,27 @@ def test_parallel_workers_give_the_same_store_as_one_process(synthetic_slide, tm
     with h5py.File(tmp_path / "serial" / "tiles.h5") as a, h5py.File(tmp_path / "parallel" / "tiles.h5") as b:
         np.testing.assert_array_equal(a["coords"][:], b["coords"][:])
         np.testing.assert_array_equal(a["images"][:], b["images"][:])
+
+
+def test_twelve_bit_copy_tiles_like_the_eight_bit_slide_and_fluorescence_is_skipped(synthetic_slide, tmp_path):
+    import tifffile
+
+    pixels = open_slide(synthetic_slide).read_region(0, 0, 0, 1024, 1024)
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    eight = dict(photometric="rgb", tile=(256, 256), resolution=(20000, 20000), resolutionunit="CENTIMETER")
+    tifffile.imwrite(slides / "eight.tif", pixels, **eight)
+    twelve = np.round(pixels.astype(np.float64) * 4095 / 255).astype(np.uint16)  # 12-bit data in 16-bit samples
+    tifffile.imwrite(slides / "twelve.tif", twelve, **eight)
+    channels = np.random.default_rng(0).integers(0, 255, (5, 1024, 1024), np.uint8)
+    tifffile.imwrite(slides / "vectra.qptiff", channels, photometric="minisblack", tile=(256, 256))
+    summary = run_tiling(tile_cfg(slides, tmp_path / "out", mpp=1.0, size=64, format="png"))
+    assert sorted(summary.ok) == ["eight", "twelve"] and not summary.failed
+    assert list(summary.skipped) == ["vectra"] and "5 gray channels" in summary.skipped["vectra"]
+    rows = manifest(tmp_path / "out")
+    assert rows["vectra"]["status"] == "skipped" and "brightfield" in rows["vectra"]["error"]
+    assert int(rows["twelve"]["n_tiles"]) == int(rows["eight"]["n_tiles"]) > 20
+    tiles = open_tiles(tmp_path / "out")
+    by_key = {key: tiles[i]["image"].astype(int) for i, key in enumerate(tiles.keys)}
+    pairs = [(k, k.replace("eight", "twelve", 1)) for k in by_key if k.startswith("eight")]
+    assert pairs and all(np.abs(by_key[a] - by_key[b]).max() <= 1 for a, b in pairs)

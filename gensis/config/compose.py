@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -48,6 +49,50 @@ def _check_overrides(overrides: Sequence[str], command: str, foreign: set[str]) 
                               f"('{block}' belongs to other commands); see gensis {command} --help for its keys")
 
 
+def _field_type(schema: type, dotted: str):
+    """The annotated type of ``dotted`` (``a.b.c``) in the dataclass ``schema``, or None if it has none."""
+    node = schema
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(node):
+            return None
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            return None
+        node = hints[part]
+    return node
+
+
+def _is_text(annotation) -> bool:
+    """``str`` or ``Optional[str]``."""
+    if annotation is str:
+        return True
+    args = typing.get_args(annotation)
+    return typing.get_origin(annotation) is typing.Union and set(args) == {str, type(None)}
+
+
+def hydra_quote(value: str) -> str:
+    """``value`` as a Hydra quoted string: read back exactly, whatever letters, spaces, commas, brackets or ``=``
+    it holds (Hydra keeps backslashes literal except before a quote or at the end)."""
+    escaped = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    escaped = re.sub(r"(\\+)$", lambda m: m.group(1) * 2, escaped)
+    return f"'{escaped}'"
+
+
+def quote_text_values(overrides: Sequence[str], schema: type) -> list[str]:
+    """Quote the value of every text setting (paths, names), so that ``slides=/data/é, [1].svs`` reaches the
+    config as written instead of failing in Hydra's override grammar. ``null``, quoted values and
+    ``${...}`` interpolations are left as they are."""
+    quoted = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        bare = key.lstrip("+~")
+        if (sep and value and value != "null" and value[0] not in "'\"" and "${" not in value
+                and _is_text(_field_type(schema, bare))):
+            item = f"{key}={hydra_quote(value)}"
+        quoted.append(item)
+    return quoted
+
+
 def compose_config(command: str, schema: type, overrides: Sequence[str], other_blocks: Iterable[str] = ()) -> Any:
     """Compose ``configs/<command>.yaml`` with ``overrides`` and return a validated ``schema`` instance.
 
@@ -60,6 +105,7 @@ def compose_config(command: str, schema: type, overrides: Sequence[str], other_b
 
     overrides = list(overrides)
     _check_overrides(overrides, command, _foreign_blocks(schema, other_blocks))
+    overrides = quote_text_values(overrides, schema)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=None):

@@ -33,6 +33,8 @@ class DisentangleConfig:
 class Stage3Config(Stage1Config):
     views: Optional[str] = _help("views.h5 of gensis generate for data.path (needed unless both parts are off)",
                                  None)
+    encoder: Optional[str] = _help("the encoder run dir the views were generated with (gensis generate encoder=): "
+                                   "when given, a views store of another encoder is refused", None)
     init: Optional[str] = _help("start the backbone from weights: an encoder run dir or a .safetensors/.pth file "
                                 "(default: from scratch)", None)
     gen: GenViewsConfig = _help("generated views as positives", factory=GenViewsConfig)

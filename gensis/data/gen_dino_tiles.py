@@ -23,6 +23,7 @@ reach the network equally sharp and a pair cannot be told apart by its resolutio
 from __future__ import annotations
 
 import h5py
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -31,6 +32,7 @@ from gensis.config.augment import AugmentConfig, CropConfig, blur_sigma_range
 from gensis.data.augment import MultiCropAugment, augmented_view, uint8_transform
 from gensis.data.lazy_h5 import LazyH5
 from gensis.data.tile_source import TileDataset
+from gensis.errors import GensisError
 
 
 class GenDINOTiles(Dataset):
@@ -51,6 +53,7 @@ class GenDINOTiles(Dataset):
             # the views of the disentanglement task: global size, blur as on local crops, no solarisation
             self.interp_view = augmented_view(crops.global_size, crops.global_scale, augment, 0.5, 0.0, mean, std,
                                               sigma)
+        self.views_path = views_path
         self._store = LazyH5(views_path) if views_path else None   # none needed with both parts off
         self.real_size = None  # the views' size when smaller than the tiles: real tiles are brought to it
         if views_path and (p_gen > 0 or interpolations):
@@ -69,13 +72,21 @@ class GenDINOTiles(Dataset):
     def __len__(self) -> int:
         return len(self.tiles)
 
+    def _read(self, dataset, index, what: str) -> np.ndarray:
+        try:
+            return dataset[index]
+        except OSError as err:   # a damaged chunk (checksummed stores fail here instead of giving wrong pixels)
+            raise GensisError(f"{self.views_path}: {what} cannot be read ({err}); the views store is damaged: "
+                              f"generate it again") from None
+
     def __getitem__(self, index: int) -> dict:
         real = self.load_real(index)
         generated = bool(self.p_gen > 0 and torch.rand(()) < self.p_gen)
         view = None
         if generated:
             views = self._store()["generated"]
-            view = Image.fromarray(views[index, int(torch.randint(0, views.shape[1], ()))])
+            k = int(torch.randint(0, views.shape[1], ()))
+            view = Image.fromarray(self._read(views, (index, k), f"view {k} of tile {index}"))
         item = {"key": self.tiles.keys[index], "generated": generated}
         if self.on_device:
             item["image"] = self.to_uint8(real)
@@ -90,7 +101,8 @@ class GenDINOTiles(Dataset):
             store = self._store()
             j = int(torch.randint(0, store["interp/images"].shape[0], ()))
             first, second = (int(t) for t in store["interp/pairs"][j])
-            images = [Image.fromarray(store["interp/images"][j]), self.load_real(first), self.load_real(second)]
+            images = [Image.fromarray(self._read(store["interp/images"], j, f"interpolated image {j}")),
+                      self.load_real(first), self.load_real(second)]
             make = self.to_uint8 if self.on_device else self.interp_view
             item["interp"] = [make(image) for image in images]
             item["alpha"] = float(store["interp/alpha"][j])

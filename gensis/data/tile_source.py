@@ -156,7 +156,11 @@ class H5Tiles(TileDataset):
         self._h5 = LazyH5(self.path)
 
     def load(self, index):
-        return self._h5()["images"][index]
+        try:
+            return self._h5()["images"][index]
+        except OSError as err:   # a damaged chunk: name the store and the tile, not h5py's internals
+            raise GensisError(f"{self.path}: tile {index} ({self.keys[index]}) cannot be read ({err}); the store "
+                              f"is damaged: tile the slides again into a new out=") from None
 
 
 class TilingDirTiles(TileDataset):

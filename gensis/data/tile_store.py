@@ -1,6 +1,7 @@
 """The tile store ``tiles.h5``: tiles and their provenance in one HDF5 file.
 
-Layout (DESIGN.md): ``images`` uint8 N x H x W x 3, chunked per tile and compressed;
+Layout (DESIGN.md): ``images`` uint8 N x H x W x 3, chunked per tile, compressed and checksummed
+(Fletcher-32: a damaged chunk fails to read instead of giving wrong pixels);
 ``slide`` (string) and ``coords`` (int64 N x 2, level-0 x, y) per tile; ``label``
 (int64, -1 = none); attrs ``tile_px``, ``mpp``, ``classes`` (JSON list).
 """
@@ -25,7 +26,8 @@ class TileStoreWriter:
         self.count = 0
         f = self.file
         f.create_dataset("images", shape=(0, tile_px, tile_px, 3), maxshape=(None, tile_px, tile_px, 3),
-                         dtype=np.uint8, chunks=(1, tile_px, tile_px, 3), compression=compression)
+                         dtype=np.uint8, chunks=(1, tile_px, tile_px, 3), compression=compression,
+                         fletcher32=True)
         f.create_dataset("slide", shape=(0,), maxshape=(None,), dtype=STRING, chunks=(4096,))
         f.create_dataset("coords", shape=(0, 2), maxshape=(None, 2), dtype=np.int64, chunks=(4096, 2))
         f.create_dataset("label", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))

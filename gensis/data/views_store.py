@@ -144,10 +144,12 @@ def join_parts(out: Path, plan: ViewsPlan, world: int, keys: Sequence[str], attr
         with atomic_path(out) as tmp:
             with h5py.File(tmp, "w") as dst:
                 generated = dst.create_dataset("generated", shape=(n, k, size, size, 3), dtype=np.uint8,
-                                               chunks=(1, 1, size, size, 3) if n * k else None, compression="lzf")
+                                               chunks=(1, 1, size, size, 3) if n * k else None, compression="lzf",
+                                               fletcher32=bool(n * k))
                 interp = dst.create_group("interp")
                 images = interp.create_dataset("images", shape=(m, size, size, 3), dtype=np.uint8,
-                                               chunks=(1, size, size, 3) if m else None, compression="lzf")
+                                               chunks=(1, size, size, 3) if m else None, compression="lzf",
+                                               fletcher32=bool(m))
                 interp.create_dataset("pairs", data=pairs)
                 interp.create_dataset("alpha", data=alphas)
                 dst.create_dataset("keys", data=list(keys), dtype=STRING)
@@ -185,8 +187,10 @@ def views_plan_of(path: Path) -> str | None:
 
 
 def check_views_store(path: str | Path, keys: Sequence[str], need_views: bool, need_interpolations: bool,
-                      source: str) -> None:
-    """Check that ``path`` is a views store of exactly the tiles at ``source`` (count and keys, in order)."""
+                      source: str, encoder_sha: str | None = None, encoder: str | None = None) -> dict:
+    """Check that ``path`` is a views store of exactly the tiles at ``source`` (count and keys, in order) and,
+    given ``encoder_sha`` (of the run dir ``encoder``), drawn from that encoder's embeddings. Returns what
+    identifies the store: its plan (with the encoder and diffusion hashes)."""
     path = Path(path)
     if not path.is_file():
         raise GensisError(f"views={path}: no such file; make it with gensis generate data.path={source} ...")
@@ -196,6 +200,7 @@ def check_views_store(path: str | Path, keys: Sequence[str], need_views: bool, n
                 raise GensisError(f"views={path}: not a gensis views store (needs generated, keys, interp/); "
                                   f"make it with gensis generate")
             stored = [k.decode() if isinstance(k, bytes) else str(k) for k in f["keys"][:]]
+            plan = f.attrs.get("plan", "")
             k = f["generated"].shape[1]
             m = f["interp/images"].shape[0]
     except (OSError, KeyError) as err:
@@ -215,3 +220,12 @@ def check_views_store(path: str | Path, keys: Sequence[str], need_views: bool, n
     if need_interpolations and m < 1:
         raise GensisError(f"views={path} has no interpolated images; generate some "
                           f"(generate.interpolations) or switch the task off with disentangle.weight=0")
+    try:
+        identity = json.loads(plan) if plan else {}
+    except ValueError:
+        identity = {}
+    if encoder_sha is not None and identity.get("encoder") != encoder_sha:
+        raise GensisError(f"views={path} was drawn from the embeddings of encoder sha256 "
+                          f"{identity.get('encoder') or 'unknown'}, not of encoder={encoder} ({encoder_sha}); "
+                          f"generate the views with that encoder, or give the encoder they were made with")
+    return identity

@@ -6,6 +6,7 @@ timm name and kwargs, input size, embedding dim and input normalisation.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -99,11 +100,35 @@ def file_hash(path: Path) -> str:
 
 
 def encoder_hash(run_dir: str | Path) -> str:
-    """The sha256 prefix of an encoder run's weights, as recorded in its ``encoder.json``."""
-    info = Path(run_dir) / "encoder.json"
+    """The sha256 prefix of an encoder run's weights, as recorded in its ``encoder.json`` and checked against
+    ``encoder.safetensors`` (a replaced or damaged weights file is refused, naming both hashes)."""
+    run_dir = Path(run_dir)
+    info = run_dir / "encoder.json"
     if not info.is_file():
         raise GensisError(f"encoder={run_dir}: no encoder.json (a stage-1 or stage-3 run writes it)")
-    return json.loads(info.read_text()).get("sha256", "")
+    try:
+        recorded = json.loads(info.read_text()).get("sha256", "")
+    except (OSError, ValueError) as err:
+        raise GensisError(f"encoder={run_dir}: encoder.json cannot be read ({err}); export the encoder again") \
+            from None
+    weights = run_dir / "encoder.safetensors"
+    if recorded and weights.is_file():
+        actual = _cached_file_hash(str(weights), *_stat_key(weights))
+        if actual != recorded:
+            raise GensisError(f"encoder={run_dir}: encoder.safetensors has sha256 {actual} but encoder.json records "
+                              f"{recorded}: the weights were replaced or damaged; copy the whole run dir again")
+    return recorded
+
+
+def _stat_key(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_file_hash(path: str, size: int, mtime_ns: int) -> str:
+    """``file_hash`` once per file version (size and mtime) in a process."""
+    return file_hash(Path(path))
 
 
 def load_encoder(run_dir: str | Path) -> tuple[nn.Module, EncoderSpec]:
@@ -115,10 +140,17 @@ def load_encoder(run_dir: str | Path) -> tuple[nn.Module, EncoderSpec]:
     if not info_path.is_file() or not weights.is_file():
         raise GensisError(f"encoder={run_dir}: not an encoder run dir (needs encoder.json and encoder.safetensors; "
                           f"a stage-1 or stage-3 run writes them)")
+    encoder_hash(run_dir)
     info = json.loads(info_path.read_text())
     spec = EncoderSpec(name=info["name"], kwargs=info.get("kwargs", {}), img_size=info["img_size"],
                        embed_dim=info["embed_dim"], mean=tuple(info["mean"]), std=tuple(info["std"]))
     model = create_backbone(spec.name, spec.img_size, spec.kwargs)
-    model.load_state_dict(load_file(str(weights)))
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except Exception as err:  # safetensors and torch raise several types for a damaged or foreign file
+        detail = " ".join(str(err).split())[:200]
+        raise GensisError(f"encoder={run_dir}: encoder.safetensors does not fit the {spec.name} backbone that "
+                          f"encoder.json describes ({type(err).__name__}: {detail}); copy the whole run dir "
+                          f"again") from None
     return model.eval(), spec
 

@@ -32,13 +32,13 @@ def find_slides(spec: str) -> list[SlideEntry]:
     path = Path(text).expanduser()
     if path.suffix.lower() == ".csv":
         entries = _from_csv(path)
-    elif any(ch in text for ch in "*?["):
-        entries = [SlideEntry(Path(p), slide_name(p)) for p in sorted(glob.glob(text, recursive=True))
-                   if _is_slide(Path(p))]
-    elif path.is_dir():
+    elif path.is_dir():   # an existing file or folder is taken as named, even with [ ] * ? in its name
         entries = [SlideEntry(p, slide_name(p)) for p in sorted(path.rglob("*")) if _is_slide(p)]
     elif path.is_file():
         entries = [SlideEntry(path, slide_name(path))]
+    elif any(ch in text for ch in "*?["):
+        entries = [SlideEntry(Path(p), slide_name(p)) for p in sorted(glob.glob(text, recursive=True))
+                   if _is_slide(Path(p))]
     else:
         raise GensisError(f"slides={spec}: no such file or folder")
     if not entries:
@@ -62,6 +62,11 @@ def _from_csv(path: Path) -> list[SlideEntry]:
                               f"found columns {reader.fieldnames}")
         entries = []
         for line, row in enumerate(reader, start=2):
+            if None in row:
+                raise GensisError(f"{path}, line {line}: more fields than the {len(reader.fieldnames)} columns "
+                                  f"({', '.join(reader.fieldnames)}); quote a path that holds a comma")
+            if not (row["path"] or "").strip():
+                raise GensisError(f"{path}, line {line}: the path is empty; fill it in or delete the line")
             slide = Path(row["path"]).expanduser()
             if not slide.is_absolute():
                 slide = path.parent / slide

@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from gensis.errors import SlideError
+from gensis.errors import NotBrightfield, SlideError, UnsupportedSlide
 from gensis.slides.resolution import mpp_from_ome_xml, mpp_from_openslide_properties, mpp_from_resolution_tag, \
     mpp_from_aperio_description
 
@@ -102,7 +102,11 @@ class OpenSlideSlide(Slide):
         self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
         self.mpp = mpp_from_openslide_properties(self._slide.properties)
         self.vendor = self._slide.properties.get("openslide.vendor", "unknown")
-        self._direct = self._direct_tiff_reader()
+        try:
+            self._direct = self._direct_tiff_reader()
+        except NotBrightfield:
+            self._slide.close()
+            raise
 
     def _direct_tiff_reader(self) -> Optional["TiffSlide"]:
         """For TIFF-based formats whose pyramid tifffile sees exactly as OpenSlide does, read pixels
@@ -112,7 +116,9 @@ class OpenSlideSlide(Slide):
             return None
         try:
             direct = TiffSlide(self.path)
-        except Exception:
+        except NotBrightfield:  # OpenSlide would show its first channel as a gray slide
+            raise
+        except Exception:  # e.g. CMYK: OpenSlide converts it to RGB itself
             return None
         if direct.level_dimensions != self.level_dimensions:
             direct.close()
@@ -152,6 +158,7 @@ class TiffSlide(Slide):
         if "Y" not in axes or "X" not in axes:
             raise SlideError(f"{path}: TIFF series has axes {axes!r}, expected an image with Y and X")
         self._axes = axes
+        self._premultiplied = _check_brightfield(path, series)
         self._levels = []
         self.level_dimensions = []
         for level in range(len(series.levels)):
@@ -165,6 +172,31 @@ class TiffSlide(Slide):
         width0 = self.level_dimensions[0][0]
         self.level_downsamples = [width0 / d[0] for d in self.level_dimensions]
         self.mpp = self._find_mpp()
+        self._top = self._white_level(series)
+
+    def _white_level(self, series) -> float:
+        """The sample value that means full brightness: the dtype's maximum for 8-bit and float data; for
+        16/32-bit integers the MaxSampleValue tag, else BitsPerSample, else (a 10-, 12- or 14-bit scanner's data
+        in a 16-bit file, tagged as 16) the smallest such depth that holds the brightest sample of the
+        coarsest level. Fixed per slide, so every region of it maps alike."""
+        dtype = np.dtype(series.dtype)
+        if dtype == np.uint8 or not np.issubdtype(dtype, np.integer):
+            return 255.0 if dtype == np.uint8 else 1.0
+        full_bits = dtype.itemsize * 8
+        page = series.keyframe
+        tag = page.tags.get("MaxSampleValue")
+        if tag is not None:
+            value = np.max(tag.value)
+            if 0 < value < 2 ** full_bits - 1:
+                return float(value)
+        bits = int(np.max(page.bitspersample))
+        if bits < full_bits:
+            return float(2 ** bits - 1)
+        brightest = _brightest_sample(self._levels[-1], self._axes)
+        for depth in (8, 10, 12, 14):
+            if depth > 8 and brightest <= 2 ** depth - 1:
+                return float(2 ** depth - 1)
+        return float(2 ** full_bits - 1)
 
     def _find_mpp(self) -> Optional[float]:
         if self._tif.ome_metadata:
@@ -208,7 +240,7 @@ class TiffSlide(Slide):
             data = np.moveaxis(data, [kept.index("Y"), kept.index("X"), kept.index(channel)], [0, 1, 2])
         else:
             data = data[..., None]
-        data = to_uint8_rgb(data)
+        data = to_uint8_rgb(data, top=self._top, premultiplied=self._premultiplied)
         out[y0 - ly: y1 - ly, x0 - lx: x1 - lx] = data
         return out
 
@@ -236,17 +268,73 @@ def resample_run(region: np.ndarray, read_px: int, tile_px: int) -> np.ndarray:
     return np.asarray(image.resize((new_width, tile_px), Image.BILINEAR, reducing_gap=2.0))
 
 
-def to_uint8_rgb(data: np.ndarray) -> np.ndarray:
-    """(H, W, C) of any dtype and 1-4 channels -> (H, W, 3) uint8."""
-    if data.dtype != np.uint8:  # a fixed scale per dtype, so every region of a slide maps alike
+def to_uint8_rgb(data: np.ndarray, top: Optional[float] = None, premultiplied: bool = False) -> np.ndarray:
+    """(H, W, C) of any dtype, 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) channels -> (H, W, 3) uint8.
+
+    ``top`` is the sample value of full brightness (default: the dtype's maximum, 1.0 for floats). Alpha
+    is composited on white (``premultiplied``: the colour is already multiplied by alpha).
+    """
+    if top is None:
         top = float(np.iinfo(data.dtype).max) if np.issubdtype(data.dtype, np.integer) else 1.0
-        data = np.clip(data.astype(np.float32) / top * 255.0, 0, 255).astype(np.uint8)
     channels = data.shape[2]
-    if channels == 1:
+    if data.dtype != np.uint8 or top != 255.0 or channels in (2, 4):
+        values = data.astype(np.float32) / top
+        if channels in (2, 4):
+            colour, alpha = values[..., :-1], np.clip(values[..., -1:], 0, 1)
+            values = colour + (1.0 - alpha) if premultiplied else colour * alpha + (1.0 - alpha)
+        data = np.round(np.clip(values, 0, 1) * 255.0).astype(np.uint8)
+    if data.shape[2] == 1:
         return np.repeat(data, 3, axis=2)
-    if channels == 2:
-        return np.concatenate([data, data[..., :1]], axis=2)
     return np.ascontiguousarray(data[..., :3])
+
+
+_BRIGHTFIELD_PHOTOMETRIC = {1: "MINISBLACK", 2: "RGB", 6: "YCBCR"}
+_PHOTOMETRIC_NAMES = {0: "MINISWHITE (inverted gray)", 3: "PALETTE (indexed colour)", 4: "MASK",
+                      5: "SEPARATED (CMYK)", 8: "CIELAB", 9: "ICCLAB", 10: "ITULAB", 32844: "LOGL", 32845: "LOGLUV"}
+
+
+def _check_brightfield(path: Path, series) -> bool:
+    """Refuse, with the reason, a TIFF that is not a brightfield gray or RGB(A) image; True when its alpha
+    is premultiplied (associated)."""
+    page = series.keyframe
+    photometric = int(page.photometric)
+    if photometric not in _BRIGHTFIELD_PHOTOMETRIC:
+        name = _PHOTOMETRIC_NAMES.get(photometric, str(photometric))
+        raise UnsupportedSlide(f"{path}: colour model {name} is not brightfield RGB or gray; convert the slide "
+                               f"to RGB (e.g. vips copy in.tif out.tif[compression=jpeg,tile,pyramid] "
+                               f"interpretation=srgb)")
+    shape = dict(zip(series.axes, series.shape))
+    samples = shape.get("S", 1)
+    planes = int(np.prod([size for axis, size in shape.items() if axis not in "YXS"]))  # C, Q, I, Z, T
+    if photometric == 1 and samples * planes > 2:
+        raise NotBrightfield(f"{path}: {samples * planes} gray channels (a fluorescence or multiplex image?); "
+                               f"gensis tiles brightfield RGB slides")
+    if photometric in (2, 6) and (planes > 1 or samples not in (3, 4)):
+        raise NotBrightfield(f"{path}: RGB with {samples} samples and {planes} planes; gensis tiles one "
+                               f"brightfield RGB(A) image per slide")
+    extra = np.atleast_1d(page.extrasamples) if len(page.extrasamples) else ()
+    return bool(len(extra)) and int(extra[0]) == 1
+
+
+def _brightest_sample(level, axes: str, blocks: int = 16, side: int = 512) -> int:
+    """The largest sample value in up to ``blocks`` evenly spread ``side``-px blocks of ``level`` (a zarr array
+    with ``axes``)."""
+    shape = level.shape
+    if int(np.prod(shape)) <= blocks * side * side * 4:
+        return int(np.max(level[...]))
+    height_axis, width_axis = axes.index("Y"), axes.index("X")
+    best = 0
+    per_side = int(np.ceil(np.sqrt(blocks)))
+    for i in range(per_side):
+        for j in range(per_side):
+            y = int((shape[height_axis] - side) * i / max(1, per_side - 1))
+            x = int((shape[width_axis] - side) * j / max(1, per_side - 1))
+            index = [slice(None)] * len(shape)
+            index[height_axis] = slice(max(0, y), max(0, y) + side)
+            index[width_axis] = slice(max(0, x), max(0, x) + side)
+            best = max(best, int(np.max(level[tuple(index)])))
+    return best
+
 
 
 def open_slide(path: str | os.PathLike) -> Slide:
@@ -260,11 +348,15 @@ def open_slide(path: str | os.PathLike) -> Slide:
     reasons = []
     try:
         return OpenSlideSlide(path)
+    except NotBrightfield:
+        raise
     except Exception as err:  # openslide raises several types for unknown or broken files
         reasons.append(f"OpenSlide: {_short(err)}")
     if path.suffix.lower() in TIFF_SUFFIXES:
         try:
             return TiffSlide(path)
+        except UnsupportedSlide:
+            raise
         except Exception as err:
             reasons.append(f"tifffile: {_short(err)}")
     raise SlideError(f"{path}: cannot open slide ({'; '.join(reasons)})")

@@ -29,7 +29,7 @@ import numpy as np
 from gensis.atomic import atomic_path, durable_replace, remove, remove_stale_temporaries, temporary_path
 from gensis.config.tile import TileConfig, TileParams
 from gensis.data.tile_store import TileStoreWriter, allocate_store, copy_tiles, put_tiles, store_classes, tile_name
-from gensis.errors import GensisError, SlideError, disk_full_error, is_disk_full
+from gensis.errors import GensisError, SlideError, UnsupportedSlide, disk_full_error, is_disk_full
 from gensis.output_guard import hold_output_lock
 from gensis.slides.discovery import SlideEntry, find_slides
 from gensis.slides.grid import grid_columns, make_grid, strips, tissue_fractions
@@ -68,7 +68,7 @@ class TilingSummary:
     out: Path
     ok: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
     already_done: list[str] = field(default_factory=list)
     n_tiles: int = 0
     seconds: float = 0.0
@@ -131,12 +131,14 @@ def plan_slide(entry: SlideEntry, params: TileParams, mpp_override: Optional[flo
                          level=level, level_downsample=level_ds, read_px=read_px,
                          patch_size_level0=grid.patch_size_level0, stride_level0=grid.stride_level0,
                          grid_size=len(grid.coords), seconds=time.perf_counter() - start)
+    except UnsupportedSlide as err:
+        return entry.name, str(err), "skipped"
     except SlideError as err:
-        return entry.name, str(err)
+        return entry.name, str(err), "failed"
     except Exception as err:  # a broken slide must never stop the run; a full output disk must
         if is_disk_full(err):
             raise disk_full_error(out, err) from None
-        return entry.name, f"{entry.path}: {type(err).__name__}: {_short(err)}"
+        return entry.name, f"{entry.path}: {type(err).__name__}: {_short(err)}", "failed"
 
 
 def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -251,11 +253,23 @@ def _slide_done(out: Path, name: str, manifest: Manifest, fmt: str, store_slides
     return True
 
 
-def _store_slides(path: Path) -> set:
+def _store_slides(path: Path, log=print) -> set:
+    """The slides an earlier run merged into ``tiles.h5``. A damaged store is moved aside (kept, never
+    deleted) and its slides are tiled again."""
     if not path.is_file():
         return set()
-    with h5py.File(path, "r") as f:
-        return {s.decode() if isinstance(s, bytes) else s for s in np.unique(f["slide"][:])}
+    try:
+        with h5py.File(path, "r") as f:
+            slides = {s.decode() if isinstance(s, bytes) else s for s in np.unique(f["slide"][:])}
+            for name in ("images", "coords"):
+                f[name][-1:]   # the last rows: a truncated file fails here
+            return slides
+    except (OSError, KeyError) as err:
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        log(f"{path} is damaged ({' '.join(str(err).split())[:160]}); moved it to {aside.name} and tiling its "
+            f"slides again")
+        return set()
 
 
 class _Pool:
@@ -306,7 +320,7 @@ def run_tiling(cfg: TileConfig, log=print) -> TilingSummary:
     manifest = Manifest(out / "manifest.csv")
     summary = TilingSummary(out=out)
     store_path = out / "tiles.h5"
-    in_store = _store_slides(store_path) if params.format == "h5" else set()
+    in_store = _store_slides(store_path, log) if params.format == "h5" else set()
     todo = []
     for entry in entries:
         if _slide_done(out, entry.name, manifest, params.format, in_store):
@@ -325,9 +339,12 @@ def run_tiling(cfg: TileConfig, log=print) -> TilingSummary:
             if isinstance(result, SlidePlan):
                 plans[result.entry.name] = result
             else:
-                name, error = result
+                name, error, status = result
                 entry = next(e for e in todo if e.name == name)
-                _record_failure(out, manifest, summary, entry, error)
+                if status == "skipped":
+                    _record_skip(manifest, summary, entry, error)
+                else:
+                    _record_failure(out, manifest, summary, entry, error)
         bar.close()
         _extract(plans, cfg, out, manifest, summary, pool)
         pool.close()
@@ -345,6 +362,12 @@ def run_tiling(cfg: TileConfig, log=print) -> TilingSummary:
             raise
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _record_skip(manifest: Manifest, summary: TilingSummary, entry: SlideEntry, reason: str) -> None:
+    """A slide gensis does not tile (not brightfield RGB): skipped, with the reason in the manifest."""
+    summary.skipped[entry.name] = reason
+    manifest.set(ManifestRow(slide=entry.name, path=str(entry.path), status="skipped", error=reason))
 
 
 def _record_failure(out: Path, manifest: Manifest, summary: TilingSummary, entry: SlideEntry, error: str,
@@ -447,7 +470,10 @@ def _finish_slide(out: Path, manifest: Manifest, summary: TilingSummary, slide_s
     note = "" if plan.grid_size > 0 else "slide is smaller than one tile at this resolution"
     manifest.set(ManifestRow(slide=name, path=str(plan.entry.path), status=status, n_tiles=len(plan.coords),
                              mpp=f"{plan.mpp:.4f}", read_level=str(plan.level), seconds=seconds, error=note))
-    (summary.ok if status == "ok" else summary.skipped).append(name)
+    if status == "ok":
+        summary.ok.append(name)
+    else:
+        summary.skipped[name] = note
     summary.n_tiles += len(plan.coords)
 
 
@@ -518,8 +544,8 @@ def print_summary(summary: TilingSummary, log=print) -> None:
     done = len(summary.ok) + len(summary.skipped)
     log(f"tiled {done} slide(s), {summary.n_tiles} tiles in {summary.seconds:.1f} s -> {summary.out}"
         + (f"; {len(summary.already_done)} already done" if summary.already_done else ""))
-    for name in summary.skipped:
-        log(f"  skipped {name}: smaller than one tile")
+    for name, reason in summary.skipped.items():
+        log(f"  skipped {name}: {reason}")
     if summary.failed:
         log(f"{len(summary.failed)} slide(s) failed (see {summary.out / 'manifest.csv'}):")
         for name, error in summary.failed.items():

@@ -19,10 +19,12 @@ RESUME_MAY_CHANGE = {"out", "resume", "progress", "data.workers", "data.val", "o
 RESUME_MAY_CHANGE_BLOCKS = ("report.", "sampler.", "samples.")
 
 
-def prepare_run_dir(out: str | Path, cfg, resume: bool, keys: Sequence[str] | None = None) -> tuple[Path, Path | None]:
+def prepare_run_dir(out: str | Path, cfg, resume: bool, keys: Sequence[str] | None = None,
+                    views: dict | None = None) -> tuple[Path, Path | None]:
     """Create ``out``; refuse to overwrite an earlier run unless resuming, and refuse to resume with other
     settings than the run's ``config.yaml`` (except ``RESUME_MAY_CHANGE``) or other tiles than the run's
-    ``data.json`` (the count and a hash of the tile ``keys``). Returns (dir, checkpoint to resume)."""
+    ``data.json`` (the count and a hash of the tile ``keys``; for stage 3 also the views store's plan, with
+    its encoder and diffusion hashes). Returns (dir, checkpoint to resume)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise GensisError(f"out={out} is a file; a run needs a folder: choose another out=")
@@ -41,9 +43,17 @@ def prepare_run_dir(out: str | Path, cfg, resume: bool, keys: Sequence[str] | No
                 "A resumed run keeps its settings (only epochs, workers, monitoring and reports may change): "
                 "give the run's own values, or choose another out= for the new settings")
     fingerprint = data_fingerprint(keys) if keys is not None else None
+    if fingerprint and views:
+        fingerprint["views"] = views
     if resume and fingerprint and (out / "data.json").is_file():
         before = json.loads((out / "data.json").read_text())
-        if before != fingerprint:
+        if "views" in before and before["views"] != fingerprint.get("views"):
+            raise GensisError(
+                f"resume=true: views={cfg.views} is not the views store out={out} was trained on (its data.json "
+                f"records the plan {json.dumps(before['views'], sort_keys=True)}); give the run's own views store "
+                f"or choose another out=")
+        before.pop("views", None)
+        if before != {k: v for k, v in fingerprint.items() if k != "views"}:
             raise GensisError(
                 f"resume=true: data.path={cfg.data.path} holds {fingerprint['n_tiles']} tiles (keys sha256 "
                 f"{fingerprint['keys_sha256']}) but out={out} was trained on {before['n_tiles']} tiles (keys sha256 "
