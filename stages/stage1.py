@@ -1,7 +1,9 @@
-"""Stage 1: DINO on tissue tiles (Caron et al. 2021; METHOD.md stage 1).
+"""Stage 1: DINO on tissue tiles (Caron et al. 2021; METHOD.md stage 1), or MoCo v3, BYOL or SimCLR
+(``ssl.method``).
 
-The training module is :class:`gensis.training.dino_module.DINOModule`; this program wires
-the tiles, the multi-crop augmentation and the trainer. ``resume=true`` continues the same
+The training module is :class:`gensis.training.dino_module.DINOModule` (the others:
+:class:`gensis.training.siamese_module.SiameseModule`); this program wires the tiles, the
+multi-crop augmentation and the trainer. ``resume=true`` continues the same
 optimisation (data order and augmentation draws differ from an uninterrupted run).
 """
 
@@ -16,6 +18,7 @@ from gensis.errors import GensisError
 from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from gensis.training.dino_fit import fit_dino
 from gensis.training.dino_module import DINOModule
+from gensis.training.siamese_module import METHOD_NAMES, SiameseModule
 from gensis.training.run_dir import prepare_run_dir
 
 
@@ -27,8 +30,9 @@ def run(cfg: Stage1Config) -> int:
     dataset = open_tiles(cfg.data.path, transform=transform)
     out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume, keys=dataset.keys)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    trainer, _ = fit_dino(cfg, dataset, lambda steps, world: DINOModule(cfg, steps, world), out, ckpt,
-                          curves=("train/loss", "train/lr"), title="stage 1 (DINO)")
+    module = DINOModule if cfg.ssl.method == "dino" else SiameseModule
+    trainer, _ = fit_dino(cfg, dataset, lambda steps, world: module(cfg, steps, world), out, ckpt,
+                          curves=("train/loss", "train/lr"), title=f"stage 1 ({METHOD_NAMES[cfg.ssl.method]})")
     if trainer.is_global_zero:
         print(f"stage 1 done: {trainer.global_step} steps -> {out} (encoder.safetensors, checkpoints/last.ckpt, "
               f"metrics.csv, loss.png)")

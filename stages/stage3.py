@@ -36,6 +36,7 @@ from gensis.losses.disentangle import DisentanglementLoss
 from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from gensis.training.dino_fit import fit_dino
 from gensis.training.dino_module import DINOModule
+from gensis.training.siamese_module import METHOD_NAMES, SiameseModule
 from gensis.training.run_dir import prepare_run_dir
 
 
@@ -88,6 +89,13 @@ class GenDINOModule(DINOModule):
         return {"loss": loss, **parts}
 
 
+class GenSiameseModule(SiameseModule):
+    """MoCo v3, BYOL or SimCLR with generated views and the disentanglement task
+    (gensis/training/siamese_module.py); crops cut on the device as Gen-DINO cuts them."""
+
+    on_after_batch_transfer = GenDINOModule.on_after_batch_transfer
+
+
 def init_weights(path: str) -> str:
     """``init=``: an encoder run dir (its encoder.safetensors) or a weights file."""
     target = Path(path)
@@ -123,9 +131,11 @@ def run(cfg: Stage3Config) -> int:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset = GenDINOTiles(tiles, cfg.views, cfg.gen.p, interpolations, cfg.crops, cfg.augment, IMAGENET_MEAN,
                            IMAGENET_STD, on_device=cfg.augment.on_gpu)
-    curves = ("train/loss", "train/dino", *(("train/disentangle",) if interpolations else ()), "train/lr")
-    trainer, _ = fit_dino(cfg, dataset, lambda steps, world: GenDINOModule(cfg, steps, world), out, ckpt,
-                          curves=curves, title=f"stage 3 (Gen-DINO, gen.p={cfg.gen.p}, "
+    method = cfg.ssl.method
+    curves = ("train/loss", f"train/{method}", *(("train/disentangle",) if interpolations else ()), "train/lr")
+    module = GenDINOModule if method == "dino" else GenSiameseModule
+    trainer, _ = fit_dino(cfg, dataset, lambda steps, world: module(cfg, steps, world), out, ckpt,
+                          curves=curves, title=f"stage 3 (Gen-{METHOD_NAMES[method]}, gen.p={cfg.gen.p}, "
                                                f"lambda={cfg.disentangle.weight})")
     if trainer.is_global_zero:
         print(f"stage 3 done: {trainer.global_step} steps -> {out} (encoder.safetensors, checkpoints/last.ckpt, "

@@ -9,6 +9,7 @@ from omegaconf import MISSING
 from gensis.config.tile import _help
 from gensis.config.train import BackboneConfig, DataConfig, TrainerConfig
 from gensis.config.augment import AugmentConfig, CropConfig
+from gensis.config.ssl import SSLConfig
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Stage1Config:
     data: DataConfig = _help("training tiles", factory=DataConfig)
     out: str = _help("run directory", MISSING)
     backbone: BackboneConfig = _help("encoder", factory=BackboneConfig)
+    ssl: SSLConfig = _help("the self-supervised method (DINO by default)", factory=SSLConfig)
     dino: DinoConfig = _help("DINO head and loss", factory=DinoConfig)
     crops: CropConfig = _help("multi-crop", factory=CropConfig)
     augment: AugmentConfig = _help("hand-made augmentations", factory=AugmentConfig)
@@ -57,3 +59,8 @@ class Stage1Config:
     resume: bool = _help("continue the run in out/ from its last checkpoint", False)
     seed: int = _help("random seed", 0)
     progress: bool = _help("show progress bars", True)
+
+    def __post_init__(self):
+        if self.ssl.method != "dino" and self.crops.n_global < 2:
+            raise ValueError(f"ssl.method={self.ssl.method} pairs two global crops: crops.n_global must be >= 2, "
+                             f"got {self.crops.n_global}")

@@ -48,8 +48,9 @@ def fit_dino(cfg: Stage1Config, dataset: Dataset, make_module: Callable[[int, in
     if trainer.is_global_zero:
         save_encoder(out, module.teacher.backbone, module.encoder_spec())
         merge_metrics(out)
-        ln_k = (math.log(cfg.dino.out_dim), f"ln K = {math.log(cfg.dino.out_dim):.2f} (uniform targets)")
-        plot_metrics(out / "metrics.csv", out / "loss.png", (*curves, *DIAGNOSTICS), title=title,
-                     references={"train/dino" if "train/dino" in curves else "train/loss": ln_k,
-                                 "diag/teacher_entropy": ln_k})
+        chance = module.chance_loss()
+        main = next((c for c in curves if c not in ("train/loss", "train/lr", "train/disentangle")), "train/loss")
+        dino = cfg.ssl.method == "dino"
+        plot_metrics(out / "metrics.csv", out / "loss.png", (*curves, *(DIAGNOSTICS if dino else ())), title=title,
+                     references={main: chance, **({"diag/teacher_entropy": chance} if dino else {})})
     return trainer, module

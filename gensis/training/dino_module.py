@@ -51,10 +51,27 @@ class DINOModule(L.LightningModule):
     def __init__(self, cfg: Stage1Config, steps_per_epoch: int, world_size: int = 1):
         super().__init__()
         self.cfg = cfg
-        student_backbone = build_backbone(cfg, drop_path=True)
-        teacher_backbone = build_backbone(cfg, drop_path=False)
-        dim = student_backbone.num_features
         d = cfg.dino
+        self.build_networks(build_backbone(cfg, drop_path=True), build_backbone(cfg, drop_path=False))
+        o = cfg.optim
+        self.steps_per_epoch = steps_per_epoch
+        self.n_processes = world_size
+        batch_total = cfg.data.batch_size * world_size
+        self.lr_schedule = cosine_schedule(o.lr * batch_total / 256.0, o.min_lr, o.epochs, steps_per_epoch,
+                                           o.warmup_epochs)
+        self.wd_schedule = cosine_schedule(o.weight_decay, o.weight_decay_end, o.epochs, steps_per_epoch)
+        self.momentum_schedule = self.make_momentum_schedule(o.epochs, steps_per_epoch)
+        self.teacher_temps = teacher_temperature_schedule(d.warmup_teacher_temp, d.teacher_temp,
+                                                          d.warmup_teacher_temp_epochs, o.epochs)
+        self.n_crops = cfg.crops.n_global + cfg.crops.n_local
+        self._epoch_losses: list[float] = []
+        self._warned = False
+        self.batch_augment = (BatchMultiCrop(cfg.crops, cfg.augment, IMAGENET_MEAN, IMAGENET_STD)
+                              if cfg.augment.on_gpu else None)
+
+    def build_networks(self, student_backbone: nn.Module, teacher_backbone: nn.Module) -> None:
+        """Student and teacher (backbone + DINO head) and the DINO loss with its centre."""
+        d, dim = self.cfg.dino, student_backbone.num_features
         self.student = MultiCropNet(student_backbone, DINOHead(dim, d.out_dim, d.hidden_dim, d.bottleneck_dim,
                                                                norm_last_layer=d.norm_last_layer,
                                                                batch_norm=d.head_batch_norm))
@@ -63,21 +80,21 @@ class DINOModule(L.LightningModule):
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.loss = DINOLoss(d.out_dim, d.student_temp, d.center_momentum)
-        o = cfg.optim
-        self.steps_per_epoch = steps_per_epoch
-        batch_total = cfg.data.batch_size * world_size
-        self.lr_schedule = cosine_schedule(o.lr * batch_total / 256.0, o.min_lr, o.epochs, steps_per_epoch,
-                                           o.warmup_epochs)
-        self.wd_schedule = cosine_schedule(o.weight_decay, o.weight_decay_end, o.epochs, steps_per_epoch)
-        self.momentum_schedule = cosine_schedule(d.momentum_teacher, d.momentum_teacher_end, o.epochs,
-                                                 steps_per_epoch)
-        self.teacher_temps = teacher_temperature_schedule(d.warmup_teacher_temp, d.teacher_temp,
-                                                          d.warmup_teacher_temp_epochs, o.epochs)
-        self.n_crops = cfg.crops.n_global + cfg.crops.n_local
-        self._epoch_losses: list[float] = []
-        self._warned = False
-        self.batch_augment = (BatchMultiCrop(cfg.crops, cfg.augment, IMAGENET_MEAN, IMAGENET_STD)
-                              if cfg.augment.on_gpu else None)
+
+    def make_momentum_schedule(self, epochs: int, steps_per_epoch: int) -> np.ndarray:
+        """The teacher's EMA momentum per step (cosine from dino.momentum_teacher to momentum_teacher_end)."""
+        d = self.cfg.dino
+        return cosine_schedule(d.momentum_teacher, d.momentum_teacher_end, epochs, steps_per_epoch)
+
+    def chance_loss(self) -> tuple[float, str]:
+        """The loss when the targets carry no information (uniform), for the loss plot."""
+        ln_k = math.log(self.cfg.dino.out_dim)
+        return ln_k, f"ln K = {ln_k:.2f} (uniform targets)"
+
+    def step_logs(self, step: int, teacher_temp: float) -> dict[str, float]:
+        """The schedules' values at ``step``, logged beside the losses."""
+        return {"train/lr": self._at(self.lr_schedule, step), "train/wd": self._at(self.wd_schedule, step),
+                "train/momentum": self._at(self.momentum_schedule, step), "train/teacher_temp": teacher_temp}
 
     def on_train_start(self):
         if self.batch_augment is not None and self.trainer.world_size > 1:
@@ -153,15 +170,13 @@ class DINOModule(L.LightningModule):
                               f"check data")
         self._epoch_losses.append(float(parts.get("dino", loss).detach()))
         step = self.global_step
-        self.log_dict({**{f"train/{name}": value for name, value in parts.items()},
-                       "train/lr": self._at(self.lr_schedule, step), "train/wd": self._at(self.wd_schedule, step),
-                       "train/momentum": self._at(self.momentum_schedule, step), "train/teacher_temp": temp},
+        self.log_dict({**{f"train/{name}": value for name, value in parts.items()}, **self.step_logs(step, temp)},
                       prog_bar=False, on_step=True, on_epoch=False, batch_size=batch["image"][0].shape[0])
         self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
         return loss
 
     def on_after_backward(self):
-        if self.current_epoch < self.cfg.dino.freeze_last_layer:
+        if self.current_epoch < self.cfg.dino.freeze_last_layer and hasattr(self.student.head, "last_layer"):
             for param in self.student.head.last_layer.parameters():
                 param.grad = None
 
@@ -177,8 +192,9 @@ class DINOModule(L.LightningModule):
     @torch.no_grad()
     def on_train_batch_end(self, outputs, batch, batch_idx):
         momentum = self._at(self.momentum_schedule, max(self.global_step - 1, 0))
-        for t, s in zip(self.teacher.parameters(), self.student.parameters()):
-            t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+        student = dict(self.student.named_parameters())   # by name: a student may have parts (a predictor)
+        for name, t in self.teacher.named_parameters():     # that the teacher lacks
+            t.mul_(momentum).add_(student[name].detach(), alpha=1 - momentum)
 
     def configure_optimizers(self):
         regularised, not_regularised = [], []
