@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +101,30 @@ def tiny_demo(tmp_path_factory):
 HANG_GUARD_S = 1800  # against a hang only: a slow or busy machine must never fail a test
 
 
-def run_cli(*args, cwd=None):
-    """Run ``gensis`` in a fresh process; returns the CompletedProcess."""
+def run_cli(*args, cwd=None, env=None):
+    """Run ``gensis`` in a fresh process (``env``: extra environment variables); returns the CompletedProcess."""
     return subprocess.run([sys.executable, "-m", "gensis", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=HANG_GUARD_S)
+                          cwd=cwd, timeout=HANG_GUARD_S, env={**os.environ, **env} if env else None)
+
+
+SAVE_EACH_RANKS_TEACHER = """
+import os, torch
+from gensis.training import dino_module
+def on_train_end(self):
+    state = {k: v.detach().cpu().clone() for k, v in self.teacher.state_dict().items()}
+    torch.save(state, os.path.join(os.environ["GENSIS_TEST_TEACHERS"], f"rank{self.global_rank}.pt"))
+dino_module.DINOModule.on_train_end = on_train_end
+"""
+
+
+def run_saving_each_ranks_teacher(tmp_path, *args):
+    """Run ``gensis *args`` with a ``sitecustomize`` that makes every process (the DDP ranks too) save its
+    teacher's weights at the end of training; returns (CompletedProcess, [state dict per rank])."""
+    hooks, saved = tmp_path / "hooks", tmp_path / "teachers"
+    hooks.mkdir()
+    saved.mkdir()
+    (hooks / "sitecustomize.py").write_text(SAVE_EACH_RANKS_TEACHER)
+    path = os.pathsep.join([str(hooks), *filter(None, [os.environ.get("PYTHONPATH")])])
+    result = run_cli(*args, env={"PYTHONPATH": path, "GENSIS_TEST_TEACHERS": str(saved)})
+    states = [torch.load(p, weights_only=True) for p in sorted(saved.glob("rank*.pt"))]
+    return result, states

@@ -16,7 +16,7 @@ from gensis.data.tile_source import open_tiles
 from gensis.evaluation.eval_run import evaluate_features
 from gensis.evaluation.split import train_test_split
 from gensis.models.backbone import load_encoder
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_saving_each_ranks_teacher
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +69,17 @@ def test_resume_continues_from_the_checkpoint(stage1_run, tmp_path):
 
 def test_ddp_two_processes_agree_on_the_teacher(labeled_tiles, tmp_path):
     out = tmp_path / "ddp"
-    result = run_cli("stage1", f"data.path={labeled_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1",
-                     "trainer.devices=2", "trainer.strategy=ddp")
+    result, teachers = run_saving_each_ranks_teacher(
+        tmp_path, "stage1", f"data.path={labeled_tiles}", f"out={out}", "experiment=tiny", "optim.epochs=1",
+        "trainer.devices=2", "trainer.strategy=ddp")
     assert result.returncode == 0, result.stderr[-2000:]
-    check = json.loads((out / "ddp_check.json").read_text())
-    assert len(check["teacher_checksums"]) == 2 and check["consistent"]
+    assert len(teachers) == 2                                  # each rank's own teacher, saved by that rank
+    for name, value in teachers[0].items():
+        torch.testing.assert_close(teachers[1][name], value, msg=name)
+    exported, _ = load_encoder(out)
+    for name, value in exported.state_dict().items():        # and the export is that teacher's backbone
+        torch.testing.assert_close(value, teachers[0][f"backbone.{name}"], msg=name)
+
 
 
 def test_embed_writes_every_tile_and_resumes(stage1_run, labeled_tiles, tmp_path):
