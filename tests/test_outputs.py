@@ -290,3 +290,15 @@ def test_a_bad_slides_csv_row_is_one_line_naming_the_line(synthetic_slide, tmp_p
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith(f"gensis tile: error: {tmp_path / 'slides.csv'}, {words}")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_embeddings_file_is_one_line_naming_it(encoder_and_tiles, tmp_path):
+    encoder, tiles = encoder_and_tiles
+    good = tmp_path / "e.h5"
+    assert embed(encoder, tiles, good).returncode == 0
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(good.read_bytes()[:2000])
+    result = run_cli("stage2", f"data.path={tiles}", f"encoder={encoder}", f"embeddings={damaged}",
+                     f"out={tmp_path / 's2'}", "experiment=tiny", "unet.cross_attention_dim=32")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"gensis stage2: error: {damaged}: not a readable embeddings file")

@@ -114,6 +114,10 @@ def read_embeddings(path: str | Path) -> tuple[np.ndarray, list[str], dict]:
     path = Path(path)
     if not path.is_file():
         raise GensisError(f"{path}: no such embeddings file")
-    with h5py.File(path, "r") as f:
-        keys = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][:]]
-        return f["embeddings"][:], keys, dict(f.attrs)
+    try:
+        with h5py.File(path, "r") as f:
+            keys = [k.decode() if isinstance(k, bytes) else k for k in f["keys"][:]]
+            return f["embeddings"][:], keys, dict(f.attrs)
+    except (OSError, KeyError) as err:
+        raise GensisError(f"{path}: not a readable embeddings file ({' '.join(str(err).split())[:160]}); make it "
+                          f"again with gensis embed") from None
