@@ -36,6 +36,7 @@ from gensis.losses.disentangle import DisentanglementLoss
 from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from gensis.training.dino_fit import fit_dino
 from gensis.training.dino_module import DINOModule
+from gensis.training.pair_weights import PairWeights
 from gensis.training.siamese_module import METHOD_NAMES, SiameseModule
 from gensis.training.run_dir import prepare_run_dir
 
@@ -44,6 +45,8 @@ class GenDINOModule(DINOModule):
     def __init__(self, cfg: Stage3Config, steps_per_epoch: int, world_size: int = 1):
         super().__init__(cfg, steps_per_epoch, world_size)
         self.disentangle_loss = DisentanglementLoss(cfg.dino.student_temp)
+        if cfg.gen.weighting == "genview":
+            self.pair_weights = PairWeights(cfg.encoder, cfg.gen.gamma)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         """``augment.on_gpu``: cut every crop on the device, the generated ones included."""
@@ -74,10 +77,13 @@ class GenDINOModule(DINOModule):
         split = n_global * b
         student_dino = student_out if not interp else torch.cat([student_out[:split], student_out[split + b:]])
         self.log_diagnostics(student_dino, teacher_out[:split], teacher_temp)
+        weights = self.pair_weights(crops[0], crops[1]) if self.pair_weights else None
         # both terms see this step's centre c; it moves (with the global crops only) after both
         dino = self.loss(student_out=student_dino, teacher_out=teacher_out[:split], n_crops=self.n_crops,
-                         teacher_temp=teacher_temp, update_center=False)
+                         teacher_temp=teacher_temp, update_center=False, sample_weights=weights)
         parts = {"dino": dino, "generated_share": batch["generated"].float().mean()}
+        if weights is not None:
+            parts["pair_weight_max"] = weights.max()
         loss = dino
         if interp:
             first, second = teacher_out[split:].chunk(2)
@@ -91,7 +97,12 @@ class GenDINOModule(DINOModule):
 
 class GenSiameseModule(SiameseModule):
     """MoCo v3, BYOL or SimCLR with generated views and the disentanglement task
-    (gensis/training/siamese_module.py); crops cut on the device as Gen-DINO cuts them."""
+    (gensis/training/siamese_module.py); crops cut on the device, and pairs weighed, as Gen-DINO does."""
+
+    def __init__(self, cfg: Stage3Config, steps_per_epoch: int, world_size: int = 1):
+        super().__init__(cfg, steps_per_epoch, world_size)
+        if cfg.gen.weighting == "genview":
+            self.pair_weights = PairWeights(cfg.encoder, cfg.gen.gamma)
 
     on_after_batch_transfer = GenDINOModule.on_after_batch_transfer
 
@@ -118,6 +129,9 @@ def run(cfg: Stage3Config) -> int:
     if cfg.gen.p > 0 and cfg.crops.n_global < 2:
         raise GensisError(f"gen.p={cfg.gen.p} pairs a real and a generated global crop: crops.n_global must be "
                           f">= 2, got {cfg.crops.n_global}")
+    if cfg.gen.weighting == "genview" and not cfg.encoder:
+        raise GensisError("gen.weighting=genview reads a frozen encoder's patch tokens: give encoder=<the stage-1 "
+                          "encoder run the views were generated with>")
     if cfg.init:
         cfg = dataclasses.replace(cfg, backbone=dataclasses.replace(cfg.backbone, weights=init_weights(cfg.init)))
     tiles = open_tiles(cfg.data.path)

@@ -87,3 +87,18 @@ def test_multicrop_gives_global_then_local_crops():
         Image.new("RGB", (64, 64), (200, 120, 160)))
     assert [tuple(c.shape) for c in crops] == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 3
     assert all(c.dtype == torch.float32 for c in crops)
+
+
+def test_sample_weights_count_each_samples_terms_that_many_times():
+    """Weights (2, 0) over a batch of two equal the loss of the first sample alone."""
+    torch.manual_seed(0)
+    loss = DINOLoss(out_dim=8)
+    n_crops, b = 4, 2
+    student, teacher = torch.randn(n_crops * b, 8), torch.randn(2 * b, 8)
+    first = lambda x, n: torch.cat([chunk[:1] for chunk in x.chunk(n)])   # noqa: E731  sample 0 of each crop
+    alone = loss(first(student, n_crops), first(teacher, 2), n_crops, 0.04, update_center=False)
+    weighted = loss(student, teacher, n_crops, 0.04, update_center=False, sample_weights=torch.tensor([2.0, 0.0]))
+    torch.testing.assert_close(weighted, alone)
+    plain = loss(student, teacher, n_crops, 0.04, update_center=False)
+    torch.testing.assert_close(loss(student, teacher, n_crops, 0.04, update_center=False,
+                                    sample_weights=torch.ones(b)), plain)

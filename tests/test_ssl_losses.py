@@ -77,3 +77,18 @@ def test_mixed_target_mixes_before_normalising():
     # normalising each source first would give (0.75, 0.25) / |.|: a different direction
     assert not np.allclose(expected, unit(np.array([0.75, 0.25])))
     assert not target.requires_grad
+
+
+def test_per_row_weights_scale_each_rows_term():
+    rng = np.random.default_rng(2)
+    q, k = torch.tensor(rng.normal(size=(4, 5))), torch.tensor(rng.normal(size=(4, 5)))
+    w = torch.tensor([2.0, 0.0, 1.0, 1.0])
+    rows = [info_nce(q, k, 0.2, torch.eye(4)[i] * 4) for i in range(4)]       # each row alone (x 4 / 4)
+    assert math.isclose(info_nce(q, k, 0.2, w).item(), sum(w[i].item() * rows[i].item() for i in range(4)) / 4,
+                        rel_tol=1e-6)
+    assert math.isclose(info_nce(q, k, 0.2, torch.ones(4)).item(), info_nce(q, k, 0.2).item(), rel_tol=1e-6)
+    assert math.isclose(byol_loss(q, k, w).item(),
+                        float(np.mean([w[i] * (2 - 2 * unit(q[i].numpy()) @ unit(k[i].numpy())) for i in range(4)])),
+                        rel_tol=1e-6)
+    assert math.isclose(nt_xent(q, k, 0.5, torch.ones(4)).item(), nt_xent(q, k, 0.5).item(), rel_tol=1e-6)
+    assert nt_xent(q, k, 0.5, torch.tensor([4.0, 0, 0, 0])).item() != nt_xent(q, k, 0.5).item()

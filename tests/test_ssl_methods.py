@@ -76,12 +76,12 @@ def test_each_term_gets_the_right_rows(labeled_tiles, views, tmp_path, method): 
 
     module.student, module.teacher = FakeNet(), FakeNet()
     seen = []
-    module.criterion = lambda query, target: seen.append((query.clone(), target.clone())) or torch.tensor(1.0)
+    module.criterion = lambda query, target, weights=None: seen.append((query.clone(), target.clone())) or torch.tensor(1.0)
     import gensis.training.siamese_module as siamese
 
     pairs_seen = []
     original = siamese.nt_xent
-    siamese.nt_xent = lambda z1, z2, t: pairs_seen.append((z1[0, 0].item(), z2[0, 0].item())) or torch.tensor(1.0)
+    siamese.nt_xent = lambda z1, z2, t, w=None: pairs_seen.append((z1[0, 0].item(), z2[0, 0].item())) or torch.tensor(1.0)
     try:
         b, size, local = 3, cfg.crops.global_size, cfg.crops.local_size
         crops = [torch.full((b, 3, size, size), float(i)) for i in range(2)]

@@ -197,9 +197,9 @@ def test_each_loss_gets_the_right_rows(labeled_tiles, views, tmp_path):
     seen = {}
     dino_forward = module.loss.forward
 
-    def dino(student_out, teacher_out, n_crops, teacher_temp, update_center=True):
+    def dino(student_out, teacher_out, n_crops, teacher_temp, update_center=True, sample_weights=None):
         seen["dino"] = (student_out[:, 0].clone(), teacher_out[:, 0].clone(), module.loss.center.clone())
-        return dino_forward(student_out, teacher_out, n_crops, teacher_temp, update_center)
+        return dino_forward(student_out, teacher_out, n_crops, teacher_temp, update_center, sample_weights)
 
     def dis(student, first, second, alpha, center, teacher_temp):
         seen["dis"] = (student[:, 0].clone(), first[:, 0].clone(), second[:, 0].clone(), center.clone())
@@ -301,3 +301,15 @@ def test_a_damaged_views_store_is_one_line_naming_the_view(labeled_tiles, tmp_pa
     assert result.returncode != 0 and "Traceback" not in result.stderr
     message = result.stderr.strip().splitlines()[-1]
     assert re.search(rf"{re.escape(str(path))}: view \d of tile \d+ cannot be read .*generate it again", message)
+
+
+@pytest.mark.parametrize("method", ["dino", "mocov3"])
+def test_genview_weighting_trains_and_needs_the_encoder(gen_dino_run, labeled_tiles, tmp_path, method):
+    own = write_views(tmp_path / "own.h5", open_tiles(labeled_tiles).keys, encoder=encoder_hash(gen_dino_run))
+    result = stage3(labeled_tiles, tmp_path / "run", f"views={own}", f"encoder={gen_dino_run}",
+                    "gen.weighting=genview", "gen.gamma=5", f"ssl.method={method}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    peaks = [float(r["train/pair_weight_max"]) for r in metrics(tmp_path / "run")]
+    assert peaks and all(1.0 <= p <= 8 for p in peaks) and max(peaks) > 1.0    # N softmax: mean 1, at most N = 8
+    refused = stage3(labeled_tiles, tmp_path / "bad", f"views={own}", "gen.weighting=genview")
+    assert refused.returncode == 2 and "give encoder=" in refused.stderr and not (tmp_path / "bad").exists()

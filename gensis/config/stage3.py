@@ -13,10 +13,15 @@ from gensis.config.tile import _help
 class GenViewsConfig:
     p: float = _help("probability that a sample's second global crop comes from one of its generated views "
                      "(0: off)", 0.5)
+    weighting: str = _help("none, or genview: weigh each sample's global pair by N softmax(gamma (s_fg - s_bg)) "
+                           "of the encoder= run's patch tokens (GenView)", "none")
+    gamma: float = _help("GenView's gamma (gen.weighting=genview)", 1.0)
 
     def __post_init__(self):
         if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"gen.p must be in [0, 1], got {self.p}")
+        if self.weighting not in ("none", "genview"):
+            raise ValueError(f"gen.weighting must be none or genview, got {self.weighting!r}")
 
 
 @dataclass(frozen=True)

@@ -40,8 +40,10 @@ class DINOLoss(nn.Module):
         return F.softmax((teacher_out.detach().float() - self.center) / teacher_temp, dim=-1)
 
     def forward(self, student_out: torch.Tensor, teacher_out: torch.Tensor, n_crops: int,
-                teacher_temp: float, update_center: bool = True) -> torch.Tensor:
-        """``student_out``: (n_crops * B, K) crop-major; ``teacher_out``: (n_global * B, K), global crops first."""
+                teacher_temp: float, update_center: bool = True,
+                sample_weights: torch.Tensor | None = None) -> torch.Tensor:
+        """``student_out``: (n_crops * B, K) crop-major; ``teacher_out``: (n_global * B, K), global crops first;
+        ``sample_weights``: (B,) weights of each sample's terms in the batch mean (GenView's; mean 1)."""
         n_global = teacher_out.shape[0] // (student_out.shape[0] // n_crops)
         student = (student_out.float() / self.student_temp).chunk(n_crops)
         targets = self.teacher_targets(teacher_out, teacher_temp).chunk(n_global)
@@ -50,7 +52,8 @@ class DINOLoss(nn.Module):
             for s_index, logits in enumerate(student):
                 if s_index == t_index:
                     continue  # never the same view
-                total = total + torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+                per_sample = torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1)
+                total = total + (per_sample if sample_weights is None else per_sample * sample_weights).mean()
                 terms += 1
         if update_center:
             self.update_center(teacher_out)

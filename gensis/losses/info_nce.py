@@ -22,10 +22,13 @@ def gather_keys(keys: torch.Tensor) -> tuple[torch.Tensor, int]:
     return torch.cat(parts), dist.get_rank() * keys.shape[0]
 
 
-def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Mean InfoNCE of ``query`` (N x D) against ``key`` (N x D, row i is query i's positive)."""
+def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean InfoNCE of ``query`` (N x D) against ``key`` (N x D, row i is query i's positive); each row's
+    term times ``weights`` (N,), if given."""
     q = F.normalize(query.float(), dim=-1)
     keys, offset = gather_keys(F.normalize(key.detach().float(), dim=-1))
     logits = q @ keys.T / temperature
     labels = torch.arange(q.shape[0], device=q.device) + offset
-    return F.cross_entropy(logits, labels)
+    per_row = F.cross_entropy(logits, labels, reduction="none")
+    return (per_row if weights is None else per_row * weights).mean()

@@ -64,6 +64,7 @@ class DINOModule(L.LightningModule):
         self.teacher_temps = teacher_temperature_schedule(d.warmup_teacher_temp, d.teacher_temp,
                                                           d.warmup_teacher_temp_epochs, o.epochs)
         self.n_crops = cfg.crops.n_global + cfg.crops.n_local
+        self.pair_weights = None   # stage 3's gen.weighting=genview sets it (gensis/training/pair_weights.py)
         self._epoch_losses: list[float] = []
         self._warned = False
         self.batch_augment = (BatchMultiCrop(cfg.crops, cfg.augment, IMAGENET_MEAN, IMAGENET_STD)

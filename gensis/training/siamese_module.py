@@ -72,14 +72,14 @@ class SiameseModule(DINOModule):
             return [(i, j) for i in range(g) for j in range(i + 1, self.n_crops)]
         return [(i, j) for i in range(g) for j in range(self.n_crops) if j != i]
 
-    def criterion(self, query: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def criterion(self, query: torch.Tensor, target: torch.Tensor, weights=None) -> torch.Tensor:
         """The method's loss of ``query`` against its positive ``target`` (MoCo v3, BYOL; the disentanglement
-        term of SimCLR too)."""
+        term of SimCLR too), each row's term times ``weights`` if given."""
         s = self.cfg.ssl
         if s.method == "byol":
-            return byol_loss(query, target)
+            return byol_loss(query, target, weights)
         scale = 2 * s.temperature if s.method == "mocov3" else 1.0
-        return scale * info_nce(query, target, s.temperature)
+        return scale * info_nce(query, target, s.temperature, weights)
 
     def losses(self, batch: dict, teacher_temp: float) -> dict[str, torch.Tensor]:
         s, crops, g = self.cfg.ssl, batch["image"], self.cfg.crops.n_global
@@ -89,8 +89,10 @@ class SiameseModule(DINOModule):
         split = g * b
         per_crop = (out if not interp else torch.cat([out[:split], out[split + b:]])).chunk(self.n_crops)
         pairs = self.crop_pairs()
+        weights = self.pair_weights(crops[0], crops[1]) if self.pair_weights else None
         if s.method == "simclr":
-            main = torch.stack([nt_xent(per_crop[i], per_crop[j], s.temperature) for i, j in pairs]).mean()
+            main = torch.stack([nt_xent(per_crop[i], per_crop[j], s.temperature, weights)
+                                for i, j in pairs]).mean()
             if interp:
                 with torch.no_grad():
                     sources = self.student(interp[1:])
@@ -98,7 +100,7 @@ class SiameseModule(DINOModule):
             with torch.no_grad():
                 targets = self.teacher([*crops[:g], *(interp[1:] if interp else [])])
             keys = targets[:split].chunk(g)
-            main = torch.stack([self.criterion(per_crop[j], keys[i]) for i, j in pairs]).mean()
+            main = torch.stack([self.criterion(per_crop[j], keys[i], weights) for i, j in pairs]).mean()
             sources = targets[split:]
         parts = {s.method: main}
         loss = main
@@ -107,6 +109,8 @@ class SiameseModule(DINOModule):
             dis = self.criterion(out[split:split + b], mixed_target(first, second, batch["alpha"]))
             loss = loss + self.cfg.disentangle.weight * dis / len(pairs)
             parts["disentangle"] = dis
+        if weights is not None:
+            parts["pair_weight_max"] = weights.max()
         if "generated" in batch:
             parts["generated_share"] = batch["generated"].float().mean()
         return {"loss": loss, **parts}
