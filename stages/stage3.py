@@ -37,6 +37,7 @@ from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from gensis.training.dino_fit import fit_dino
 from gensis.training.dino_module import DINOModule
 from gensis.training.pair_weights import PairWeights
+from gensis.training.generated_views import advance_curriculum, view_logs
 from gensis.training.siamese_module import METHOD_NAMES, SiameseModule
 from gensis.training.run_dir import prepare_run_dir
 
@@ -47,6 +48,10 @@ class GenDINOModule(DINOModule):
         self.disentangle_loss = DisentanglementLoss(cfg.dino.student_temp)
         if cfg.gen.weighting == "genview":
             self.pair_weights = PairWeights(cfg.encoder, cfg.gen.gamma)
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        advance_curriculum(self)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
         """``augment.on_gpu``: cut every crop on the device, the generated ones included."""
@@ -81,7 +86,7 @@ class GenDINOModule(DINOModule):
         # both terms see this step's centre c; it moves (with the global crops only) after both
         dino = self.loss(student_out=student_dino, teacher_out=teacher_out[:split], n_crops=self.n_crops,
                          teacher_temp=teacher_temp, update_center=False, sample_weights=weights)
-        parts = {"dino": dino, "generated_share": batch["generated"].float().mean()}
+        parts = {"dino": dino, **view_logs(batch)}
         if weights is not None:
             parts["pair_weight_max"] = weights.max()
         loss = dino
@@ -103,6 +108,10 @@ class GenSiameseModule(SiameseModule):
         super().__init__(cfg, steps_per_epoch, world_size)
         if cfg.gen.weighting == "genview":
             self.pair_weights = PairWeights(cfg.encoder, cfg.gen.gamma)
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        advance_curriculum(self)
 
     on_after_batch_transfer = GenDINOModule.on_after_batch_transfer
 
@@ -144,7 +153,7 @@ def run(cfg: Stage3Config) -> int:
     out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume, keys=tiles.keys, views=views)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset = GenDINOTiles(tiles, cfg.views, cfg.gen.p, interpolations, cfg.crops, cfg.augment, IMAGENET_MEAN,
-                           IMAGENET_STD, on_device=cfg.augment.on_gpu)
+                           IMAGENET_STD, on_device=cfg.augment.on_gpu, curriculum=cfg.gen.curriculum)
     method = cfg.ssl.method
     curves = ("train/loss", f"train/{method}", *(("train/disentangle",) if interpolations else ()), "train/lr")
     module = GenDINOModule if method == "dino" else GenSiameseModule

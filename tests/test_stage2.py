@@ -369,3 +369,19 @@ def test_generate_killed_for_real_finishes_with_the_same_views(stage2_run, encod
     for key in ("generated", "interp"):
         np.testing.assert_array_equal(two[key], one[key], err_msg=key)
     assert not list(tmp_path.glob("killed.h5.part*"))
+
+
+def test_generate_draws_views_at_several_noise_levels(stage2_run, encoder_run, labeled_tiles, tmp_path):
+    out = tmp_path / "views.h5"
+    result = run_cli("generate", f"diffusion={stage2_run}", f"encoder={encoder_run}", f"data.path={labeled_tiles}",
+                     f"out={out}", "experiment=tiny", "generate.views_per_tile=1", "generate.interpolations=0",
+                     "generate.noise_levels=[0,300]", "sampler.steps=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    views = read_views(out)
+    assert views["generated"].shape == (36, 2, 16, 16, 3)
+    assert json.loads(views["attrs"]["plan"])["noise_levels"] == [0, 300]
+    assert not np.array_equal(views["generated"][:, 0], views["generated"][:, 1])   # other conditions
+    both = run_cli("generate", f"diffusion={stage2_run}", f"encoder={encoder_run}", f"data.path={labeled_tiles}",
+                   f"out={tmp_path / 'x.h5'}", "experiment=tiny", "generate.noise_levels=[0,300]",
+                   "generate.noise_level=100")
+    assert both.returncode == 2 and "replaces noise_level" in both.stderr

@@ -21,11 +21,14 @@ from gensis.models.backbone import encoder_hash, load_encoder
 from tests.conftest import run_cli, run_saving_each_ranks_teacher
 
 
-def write_views(path, keys, views_per_tile=2, interpolations=6, size=16, fill=None, encoder="test", seed=0):
-    """A views store in the generate format; images are noise (or ``fill``), drawn without a model."""
-    plan = ViewsPlan(n_tiles=len(keys), views_per_tile=views_per_tile, interpolations=interpolations,
-                     image_size=size, batch_size=8, seed=seed, sampler="none", steps=0, guidance_scale=1.0,
-                     alpha_low=0.2, alpha_high=0.8, encoder=encoder, diffusion="test", keys_sha=keys_sha(keys))
+def write_views(path, keys, views_per_tile=2, interpolations=6, size=16, fill=None, encoder="test", seed=0,
+                noise_levels=()):
+    """A views store in the generate format; images are noise (or ``fill``), drawn without a model
+    (``noise_levels``: views_per_tile slots at each level)."""
+    plan = ViewsPlan(n_tiles=len(keys), views_per_tile=views_per_tile * max(1, len(noise_levels)),
+                     interpolations=interpolations, image_size=size, batch_size=8, seed=seed, sampler="none", steps=0,
+                     guidance_scale=1.0, alpha_low=0.2, alpha_high=0.8, encoder=encoder, diffusion="test",
+                     keys_sha=keys_sha(keys), noise_levels=tuple(noise_levels))
     rng = np.random.default_rng(0)
     part = ViewsPart(part_path(path, 0, 1), plan, range(plan.n_batches))
     for batch in part.todo():

@@ -79,12 +79,19 @@ class GenerateParams:
                              "(GenView; 0: none, e.g. 200 of 1000: views that stray further)", 0)
     adaptive_noise: bool = _help("scale noise_level per tile by its tissue share (GenView: more noise where the "
                                  "foreground fills the tile)", False)
+    noise_levels: List[int] = _help("views at several condition-noise levels, easy to hard (e.g. [0,200,400]): "
+                                    "views_per_tile views at each, for stage 3's gen.curriculum (replaces "
+                                    "noise_level)", factory=list)
 
     def __post_init__(self):
         if self.views_per_tile < 0 or self.interpolations < -1 or self.batch_size < 1:
             raise ValueError("generate needs views_per_tile >= 0, interpolations >= -1, batch_size >= 1")
         if self.noise_level < 0:
             raise ValueError(f"generate.noise_level must be >= 0, got {self.noise_level}")
+        if any(level < 0 for level in self.noise_levels):
+            raise ValueError(f"generate.noise_levels must be >= 0, got {list(self.noise_levels)}")
+        if self.noise_levels and (self.noise_level or self.adaptive_noise):
+            raise ValueError("generate.noise_levels replaces noise_level and adaptive_noise: give one or the other")
         interval(self.alpha, "generate.alpha")
 
 

@@ -16,10 +16,15 @@ class GenViewsConfig:
     weighting: str = _help("none, or genview: weigh each sample's global pair by N softmax(gamma (s_fg - s_bg)) "
                            "of the encoder= run's patch tokens (GenView)", "none")
     gamma: float = _help("GenView's gamma (gen.weighting=genview)", 1.0)
+    curriculum: str = _help("none, linear or cosine: harder positives as epochs go (views drawn at several "
+                            "generate.noise_levels: the level rises from the first to the last; one level: "
+                            "p rises from 0 to gen.p)", "none")
 
     def __post_init__(self):
         if not 0.0 <= self.p <= 1.0:
             raise ValueError(f"gen.p must be in [0, 1], got {self.p}")
+        if self.curriculum not in ("none", "linear", "cosine"):
+            raise ValueError(f"gen.curriculum must be none, linear or cosine, got {self.curriculum!r}")
         if self.weighting not in ("none", "genview"):
             raise ValueError(f"gen.weighting must be none or genview, got {self.weighting!r}")
 

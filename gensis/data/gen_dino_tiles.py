@@ -22,6 +22,8 @@ reach the network equally sharp and a pair cannot be told apart by its resolutio
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ from gensis.errors import GensisError
 
 class GenDINOTiles(Dataset):
     def __init__(self, tiles: TileDataset, views_path, p_gen: float, interpolations: bool, crops: CropConfig,
-                 augment: AugmentConfig, mean, std, on_device: bool = False):
+                 augment: AugmentConfig, mean, std, on_device: bool = False, curriculum: str = "none"):
         if tiles.transform is not None:
             raise ValueError("GenDINOTiles needs a tile source without a transform")
         self.tiles = tiles
@@ -56,9 +58,15 @@ class GenDINOTiles(Dataset):
         self.views_path = views_path
         self._store = LazyH5(views_path) if views_path else None   # none needed with both parts off
         self.real_size = None  # the views' size when smaller than the tiles: real tiles are brought to it
+        self.curriculum = curriculum
+        self.view_levels: list[int] = []   # a store drawn at several noise levels: the level of each group
+        # where the curriculum stands (0 .. 1), shared with the loader's worker processes
+        self.progress = torch.zeros(1, dtype=torch.float64).share_memory_()
         if views_path and (p_gen > 0 or interpolations):
             with h5py.File(views_path, "r") as f:  # closed again: workers open their own
                 size = int(f.attrs["image_size"])
+                plan = json.loads(f.attrs.get("plan", "{}") or "{}")
+                self.view_levels = [int(v) for v in plan.get("noise_levels", [])]
             if size < max(self.tiles.load(0).shape[:2]):
                 self.real_size = size
 
@@ -79,15 +87,37 @@ class GenDINOTiles(Dataset):
             raise GensisError(f"{self.views_path}: {what} cannot be read ({err}); the views store is damaged: "
                               f"generate it again") from None
 
+    def set_progress(self, progress: float) -> None:
+        """Where the curriculum stands, 0 (first epoch) to 1 (last): every worker reads it."""
+        self.progress[0] = float(progress)
+
+    def draw_view(self, n_slots: int) -> tuple[bool, int, int]:
+        """(generated?, view slot, its noise level; -1 for a real crop) under the curriculum: a store drawn at
+        several levels gives the level of round(progress * (L - 1)), easy to hard; one level: p_gen rises with
+        progress. Without a curriculum, any view with probability p_gen."""
+        t = float(self.progress[0]) if self.curriculum != "none" else 1.0
+        several = len(self.view_levels) > 1
+        p = self.p_gen if several or self.curriculum == "none" else self.p_gen * t
+        if not (p > 0 and torch.rand(()) < p):
+            return False, -1, -1
+        if not several:
+            slot = int(torch.randint(0, n_slots, ()))
+            return True, slot, self.view_levels[0] if self.view_levels else 0
+        per_level = n_slots // len(self.view_levels)
+        group = (int(round(t * (len(self.view_levels) - 1))) if self.curriculum != "none"
+                 else int(torch.randint(0, len(self.view_levels), ())))
+        return True, group * per_level + int(torch.randint(0, per_level, ())), self.view_levels[group]
+
     def __getitem__(self, index: int) -> dict:
         real = self.load_real(index)
-        generated = bool(self.p_gen > 0 and torch.rand(()) < self.p_gen)
-        view = None
-        if generated:
+        view, level = None, -1
+        generated = False
+        if self.p_gen > 0:
             views = self._store()["generated"]
-            k = int(torch.randint(0, views.shape[1], ()))
-            view = Image.fromarray(self._read(views, (index, k), f"view {k} of tile {index}"))
-        item = {"key": self.tiles.keys[index], "generated": generated}
+            generated, k, level = self.draw_view(views.shape[1])
+            if generated:
+                view = Image.fromarray(self._read(views, (index, k), f"view {k} of tile {index}"))
+        item = {"key": self.tiles.keys[index], "generated": generated, "view_level": level}
         if self.on_device:
             item["image"] = self.to_uint8(real)
             if self.p_gen > 0:

@@ -46,6 +46,13 @@ class ViewsPlan:
     keys_sha: str
     noise_level: int = 0          # DDPM timestep of the noise on a view's condition (0: none)
     adaptive_noise: bool = False  # scaled per tile by its tissue share
+    noise_levels: tuple = ()      # several levels: views_per_tile / len(noise_levels) views at each, level by level
+
+    def slot_level(self, slot: int) -> int | None:
+        """The condition-noise level of view slot ``slot`` of a store drawn at several levels (else None)."""
+        if not self.noise_levels:
+            return None
+        return int(self.noise_levels[slot // (self.views_per_tile // len(self.noise_levels))])
 
     @property
     def n_images(self) -> int:
@@ -62,7 +69,8 @@ class ViewsPlan:
         """The plan as JSON; the condition-noise fields only when set, so stores drawn before they existed
         still match (and resume) when drawn without noise."""
         plan = asdict(self)
-        for key, default in (("noise_level", 0), ("adaptive_noise", False)):
+        plan["noise_levels"] = list(plan["noise_levels"])
+        for key, default in (("noise_level", 0), ("adaptive_noise", False), ("noise_levels", [])):
             if plan[key] == default:
                 del plan[key]
         return json.dumps(plan, sort_keys=True)

@@ -62,10 +62,11 @@ def conditions(plan: ViewsPlan, embeddings: torch.Tensor, jobs: range, pairs: np
     rows = []
     for index, job in enumerate(jobs):
         if job < n_views:
-            row = embeddings[job // plan.views_per_tile]
-            if levels is not None and levels[job // plan.views_per_tile] > 0:
-                row = noise_views(row[None], [int(levels[job // plan.views_per_tile])], alphas_cumprod,
-                                  [seeds[index]])[0]
+            tile, slot = divmod(job, plan.views_per_tile)
+            row = embeddings[tile]
+            level = plan.slot_level(slot) if plan.noise_levels else (levels[tile] if levels is not None else 0)
+            if level > 0:
+                row = noise_views(row[None], [int(level)], alphas_cumprod, [seeds[index]])[0]
             rows.append(row)
         else:
             first, second = pairs[job - n_views]
@@ -76,11 +77,12 @@ def conditions(plan: ViewsPlan, embeddings: torch.Tensor, jobs: range, pairs: np
 def noise_levels(cfg: GenerateConfig, n_train_timesteps: int) -> np.ndarray | None:
     """Each tile's condition-noise timestep (None without noise); adaptive: scaled by its tissue share."""
     g = cfg.generate
+    too_high = [level for level in (g.noise_level, *g.noise_levels) if level > n_train_timesteps]
+    if too_high:
+        raise GensisError(f"generate.noise_level(s) {too_high[0]}: the model was trained with {n_train_timesteps} "
+                          f"timesteps; give 0 to {n_train_timesteps}")
     if g.noise_level == 0:
         return None
-    if g.noise_level > n_train_timesteps:
-        raise GensisError(f"generate.noise_level={g.noise_level}: the model was trained with {n_train_timesteps} "
-                          f"timesteps; give 0 to {n_train_timesteps}")
     tiles = open_tiles(cfg.data.path)
     return tile_levels(g.noise_level, g.adaptive_noise, len(tiles), tiles.load)
 
@@ -117,12 +119,13 @@ def run(cfg: GenerateConfig) -> int:
     embeddings, keys, _ = read_embeddings(cache)
     g = cfg.generate
     folder = pipeline_folder(cfg.diffusion)
-    plan = ViewsPlan(n_tiles=len(keys), views_per_tile=g.views_per_tile,
+    plan = ViewsPlan(n_tiles=len(keys), views_per_tile=g.views_per_tile * max(1, len(g.noise_levels)),
                      interpolations=len(keys) if g.interpolations == -1 else g.interpolations,
                      image_size=pipe.image_size, batch_size=g.batch_size, seed=cfg.seed, sampler=cfg.sampler.name,
                      steps=cfg.sampler.steps, guidance_scale=cfg.sampler.guidance, alpha_low=g.alpha[0],
                      alpha_high=g.alpha[1], encoder=weights_hash, diffusion=diffusion_hash(folder),
-                     keys_sha=keys_sha(keys), noise_level=g.noise_level, adaptive_noise=g.adaptive_noise)
+                     keys_sha=keys_sha(keys), noise_level=g.noise_level, adaptive_noise=g.adaptive_noise,
+                     noise_levels=tuple(g.noise_levels))
     if plan.interpolations and plan.n_tiles < 2:
         raise GensisError(f"data.path={cfg.data.path}: interpolations need at least 2 tiles")
     if views_plan_of(out) == plan.fingerprint():

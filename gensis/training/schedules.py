@@ -27,3 +27,10 @@ def teacher_temperature_schedule(warmup_temp: float, temp: float, warmup_epochs:
     """Per-epoch teacher temperature: linear warm-up, then constant (DINO)."""
     warm = np.linspace(warmup_temp, temp, warmup_epochs) if warmup_epochs else np.zeros(0)
     return np.concatenate([warm, np.full(max(epochs - warmup_epochs, 0), temp)])[:max(epochs, 1)]
+
+
+def curriculum_progress(epoch: int, epochs: int, kind: str) -> float:
+    """Where a curriculum stands at ``epoch`` (0-based) of ``epochs``: 0 at the first epoch, 1 at the last;
+    ``linear`` (t) or ``cosine`` ((1 - cos(pi t)) / 2: slow at both ends)."""
+    t = min(max(epoch / max(epochs - 1, 1), 0.0), 1.0)
+    return t if kind == "linear" else 0.5 * (1.0 - float(np.cos(np.pi * t)))

@@ -33,6 +33,7 @@ from gensis.losses.nt_xent import nt_xent
 from gensis.models.multi_crop_net import MultiCropNet
 from gensis.models.projection_heads import ProjectionHead
 from gensis.training.dino_module import DINOModule
+from gensis.training.generated_views import view_logs
 from gensis.training.schedules import cosine_schedule
 
 
@@ -112,7 +113,7 @@ class SiameseModule(DINOModule):
         if weights is not None:
             parts["pair_weight_max"] = weights.max()
         if "generated" in batch:
-            parts["generated_share"] = batch["generated"].float().mean()
+            parts.update(view_logs(batch))
         return {"loss": loss, **parts}
 
     def step_logs(self, step: int, teacher_temp: float) -> dict[str, float]:
