@@ -63,6 +63,8 @@ COMMANDS = {
                       "gensis.config.stage1:Stage1Config", "stages.stage1:run"),
     "embed": Command("embed", "embed every tile with an encoder run into embeddings.h5",
                      "gensis.config.features:EmbedConfig", "gensis.evaluation.embed_run:run"),
+    "features": Command("features", "per-slide tile features <slide>.h5 (features, coords) for MIL (CLAM, TRIDENT)",
+                        "gensis.config.features:SlideFeaturesConfig", "gensis.evaluation.slide_features:run"),
     "eval": Command("eval", "kNN and linear probe of an encoder on labeled tiles (metrics.json, report.md)",
                     "gensis.config.features:EvalConfig", "gensis.evaluation.eval_run:run"),
     "stage2": Command("stage2", "train the stage-2 diffusion model that draws tiles from stage-1 embeddings",

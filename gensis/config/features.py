@@ -38,3 +38,16 @@ class EvalConfig:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if self.knn_k < 1:
             raise ValueError(f"knn_k must be >= 1, got {self.knn_k}")
+
+
+@dataclass(frozen=True)
+class SlideFeaturesConfig:
+    encoder: str = _help("encoder run dir (encoder.safetensors + encoder.json)", MISSING)
+    tiles: str = _help("a gensis tile output dir (tiles.h5, tile images, or coords read from the slides) or a "
+                       "tiles.h5", MISSING)
+    out: str = _help("folder of <slide>.h5 feature files (features, coords: CLAM / TRIDENT layout)", MISSING)
+    data: DataConfig = _help("batch size and loader workers (data.path is not used: give tiles=)",
+                             factory=DataConfig)
+    trainer: TrainerConfig = _help("devices (several processes split the slides) and precision",
+                                   factory=TrainerConfig)
+    progress: bool = _help("show a progress bar", True)
