@@ -48,8 +48,13 @@ def run_tile(cfg) -> int:
 
 
 def run_synth(cfg) -> int:
-    from gensis.slides.synthetic import write_synthetic_slide
+    from gensis.slides.synthetic import write_cohort, write_synthetic_slide
 
+    if cfg.cohort > 0:
+        csv_path = write_cohort(cfg.out, cfg.cohort, size=min(cfg.width, cfg.height), mpp=cfg.mpp, seed=cfg.seed,
+                                progress=cfg.progress)
+        print(f"wrote {cfg.cohort} slides ({min(cfg.width, cfg.height)} px at {cfg.mpp} um/px) and {csv_path}")
+        return 0
     path = write_synthetic_slide(cfg.out, cfg.width, cfg.height, cfg.mpp, cfg.seed, cfg.level_factor,
                                  progress=cfg.progress)
     print(f"wrote {path} ({cfg.width} x {cfg.height} px at {cfg.mpp} um/px) and its label map")
@@ -65,6 +70,8 @@ COMMANDS = {
                      "gensis.config.features:EmbedConfig", "gensis.evaluation.embed_run:run"),
     "features": Command("features", "per-slide tile features <slide>.h5 (features, coords) for MIL (CLAM, TRIDENT)",
                         "gensis.config.features:SlideFeaturesConfig", "gensis.evaluation.slide_features:run"),
+    "mil": Command("mil", "slide-level gated attention MIL on gensis features, k-fold cross-validated (metrics.json)",
+                   "gensis.config.mil:MILConfig", "gensis.evaluation.mil_run:run"),
     "eval": Command("eval", "kNN and linear probe of an encoder on labeled tiles (metrics.json, report.md)",
                     "gensis.config.features:EvalConfig", "gensis.evaluation.eval_run:run"),
     "stage2": Command("stage2", "train the stage-2 diffusion model that draws tiles from stage-1 embeddings",

@@ -14,7 +14,7 @@ from tests.conftest import run_cli
 # every command the README documents, with one key each command's --help must list
 DOCUMENTED = {"tile": "slides", "stage1": "data.path", "embed": "encoder", "eval": "encoder", "stage2": "encoder",
               "autoencoder": "data.path", "generate": "diffusion", "assess": "diffusion", "stage3": "views",
-              "synth": "out", "demo": "out", "features": "tiles"}
+              "synth": "out", "demo": "out", "features": "tiles", "mil": "labels"}
 
 
 def test_help_lists_every_command():
@@ -114,7 +114,8 @@ def test_every_preset_composes_for_every_command(preset):
                 "autoencoder": ["data.path=a", "out=b"],
                 "generate": ["diffusion=a", "encoder=b", "data.path=c", "out=d"],
                 "assess": ["diffusion=a", "encoder=b", "data.path=c", "out=d"],
-                "stage3": ["data.path=a", "views=b", "out=c"], "features": ["encoder=a", "tiles=b", "out=c"]}
+                "stage3": ["data.path=a", "views=b", "out=c"], "features": ["encoder=a", "tiles=b", "out=c"],
+                "mil": ["features=a", "labels=b", "out=c"]}
     for name, command in COMMANDS.items():
         compose_config(name, command.schema(), [*required[name], f"experiment={preset}"], other_blocks=_all_blocks())
 

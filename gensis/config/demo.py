@@ -9,7 +9,10 @@ from gensis.config.tile import TileParams, _help
 
 @dataclass(frozen=True)
 class SynthConfig:
-    out: str = _help("path of the slide to write (.svs or .tiff); a label map is written beside it")
+    out: str = _help("path of the slide to write (.svs or .tiff; a label map is written beside it), or with "
+                     "cohort=N the cohort's folder")
+    cohort: int = _help("N > 0: a cohort of N small slides (width x height) in out/slides/ and out/slides.csv "
+                        "(slide, label, path) whose label 1 is one small region of nuclei texture", 0)
     width: int = _help("level-0 width in pixels", 4096)
     height: int = _help("level-0 height in pixels", 4096)
     mpp: float = _help("level-0 resolution in microns per pixel", 0.5)

@@ -41,6 +41,8 @@ class SyntheticSlideSpec:
     level_factor: int = 4
     min_level_side: int = 256
     jpeg_quality: int = 90
+    layout: str = "quadrants"     # or "cohort": stroma (left), fat (top right), mucus (bottom right), no nuclei
+    lesion: tuple = ()            # (x, y, radius) in level-0 px: a disc of the nuclei texture (a cohort's lesion)
 
     def level_size(self, downsample: int) -> tuple[int, int]:
         """(width, height) of the level ``downsample`` times smaller than level 0 (rounded up)."""
@@ -119,8 +121,14 @@ class SyntheticSlide:
         um_x, um_y = x * s.mpp, y * s.mpp
         wobble = 0.12 * (_value_noise(um_x, um_y, 0.15 * s.width * s.mpp, s.seed, 7) - 0.5)
         inside = ((x - cx) / (0.44 * s.width)) ** 2 + ((y - cy) / (0.42 * s.height)) ** 2 < 1.0 + wobble
-        quadrant = (y >= cy).astype(np.int64) * 2 + (x >= cx).astype(np.int64)
-        return np.where(inside, quadrant, -1)
+        if s.layout == "cohort":
+            region = np.where(x < cx, 1, np.where(y < cy, 2, 3))
+        else:
+            region = (y >= cy).astype(np.int64) * 2 + (x >= cx).astype(np.int64)
+        if s.lesion:
+            lx, ly, radius = s.lesion
+            region = np.where((x - lx) ** 2 + (y - ly) ** 2 < radius ** 2, 0, region)
+        return np.where(inside, region, -1)
 
     def render(self, x0: float, y0: float, width: int, height: int, downsample: float = 1.0) -> np.ndarray:
         """RGB uint8 (height, width, 3) of the level-0 region at (x0, y0) sampled every ``downsample`` px."""
@@ -263,3 +271,38 @@ def write_synthetic_slide(path: str | Path, width: int = 4096, height: int = 409
     """Write a synthetic slide (see module docstring) and its label map to ``path``."""
     spec = SyntheticSlideSpec(width=width, height=height, mpp=mpp, seed=seed, level_factor=level_factor)
     return SyntheticSlide(spec).write(path, progress=progress)
+
+
+def write_cohort(out: str | Path, n_slides: int, size: int = 1024, mpp: float = 0.5, seed: int = 0,
+                 lesion_radius_um: float = 48.0, progress: bool = False) -> Path:
+    """``n_slides`` synthetic slides of stroma, fat and mucus in ``<out>/slides/``; every second one (label 1)
+    also holds one small disc of the nuclei texture at a random place inside its tissue, the only thing that
+    tells the classes apart. Writes ``<out>/slides.csv`` (slide, label, path). Returns that CSV."""
+    import csv
+
+    from tqdm import tqdm
+
+    out = Path(out)
+    (out / "slides").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in tqdm(range(n_slides), desc="synthetic cohort", unit="slide", disable=not progress):
+        label = index % 2
+        name = f"case{index:03d}"
+        lesion = ()
+        if label:
+            angle, reach = rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform(0, 1)) * 0.25
+            lesion = (size / 2 + reach * size * np.cos(angle), size / 2 + reach * size * np.sin(angle),
+                      lesion_radius_um / mpp)
+        spec = SyntheticSlideSpec(width=size, height=size, mpp=mpp, seed=seed * 1000 + index, layout="cohort",
+                                  lesion=lesion)
+        path = out / "slides" / f"{name}.svs"
+        if not path.is_file():
+            SyntheticSlide(spec).write(path)
+        rows.append({"slide": name, "label": label, "path": f"slides/{name}.svs"})
+    with atomic_path(out / "slides.csv") as tmp:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["slide", "label", "path"])
+            writer.writeheader()
+            writer.writerows(rows)
+    return out / "slides.csv"
