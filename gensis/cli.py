@@ -9,6 +9,7 @@ import dataclasses
 import importlib
 import os
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -36,8 +37,12 @@ class Command:
 
 
 def run_tile(cfg) -> int:
+    from gensis.slides.shards import merge_tilings
     from gensis.slides.tiling import print_summary, run_tiling
 
+    if cfg.merge:
+        merge_tilings(Path(cfg.out))
+        return 0
     summary = run_tiling(cfg)
     print_summary(summary)
     if summary.failed and not cfg.skip_errors:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from omegaconf import MISSING
 
@@ -50,4 +51,7 @@ class SlideFeaturesConfig:
                              factory=DataConfig)
     trainer: TrainerConfig = _help("devices (several processes split the slides) and precision",
                                    factory=TrainerConfig)
+    shard: Optional[str] = _help("I/N: only the I-th of N shares of the slides, into out/shards/I-of-N (slurm: "
+                                 "from SLURM_ARRAY_TASK_ID / _COUNT)", None)
+    merge: bool = _help("join out/shards/* into out (after every shard=I/N job)", False)
     progress: bool = _help("show a progress bar", True)

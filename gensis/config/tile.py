@@ -52,9 +52,14 @@ class TileConfig:
     workers: int = _help("parallel worker processes (0 = in this process)", 2)
     mpp_override: Optional[float] = _help("use this mpp for every slide instead of the slide's own", None)
     skip_errors: bool = _help("exit 0 even when some slides failed (failures stay in manifest.csv)", False)
+    shard: Optional[str] = _help("I/N: tile only the I-th of N shares of the slides into out/shards/I-of-N "
+                                 "(slurm: from SLURM_ARRAY_TASK_ID / _COUNT)", None)
+    merge: bool = _help("join the shards' outputs in out/shards/ into out (after every shard=I/N job)", False)
     progress: bool = _help("show a progress bar", True)
 
     def __post_init__(self):
+        if self.shard and self.merge:
+            raise ValueError("give shard=I/N (tile one share) or merge=true (join the shares), not both")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.mpp_override is not None and self.mpp_override <= 0:

@@ -29,6 +29,7 @@ from gensis.errors import GensisError, disk_full_error, is_disk_full
 from gensis.evaluation.embed_run import _fabric, pick_device
 from gensis.models.backbone import encoder_hash, load_encoder
 from gensis.output_guard import hold_output_lock
+from gensis.slides.shards import finished_shards, link_or_copy, parse_shard, shard_dir, share
 
 
 def slides_and_coords(keys: list[str]) -> tuple[list[str], np.ndarray]:
@@ -67,12 +68,38 @@ def is_done(path: Path, weights_hash: str, coords: np.ndarray) -> bool:
         return False
 
 
+def merge_features(out: Path) -> int:
+    """Link every shard's <slide>.h5 into ``out`` and write its features.json; returns the number of slides."""
+    folders, count = finished_shards(out)
+    slides, encoders = {}, set()
+    for folder in folders:
+        if not (folder / "features.json").is_file():
+            raise GensisError(f"merge=true: {folder} has no features.json (unfinished); run that shard again")
+        summary = json.loads((folder / "features.json").read_text())
+        encoders.add(summary["encoder"])
+        for name in summary["slides"]:
+            link_or_copy(str(folder / f"{name}.h5"), str(out / f"{name}.h5"))
+        slides.update(summary["slides"])
+    if len(encoders) != 1:
+        raise GensisError(f"merge=true: the shards in {out / 'shards'} hold features of different encoders")
+    with atomic_path(out / "features.json") as tmp:
+        tmp.write_text(json.dumps({"encoder": encoders.pop(), "shards": count, "slides": slides}, indent=2))
+    print(f"merged {count} shard(s): features of {len(slides)} slide(s) -> {out}")
+    return len(slides)
+
+
 def run(cfg: SlideFeaturesConfig) -> int:
     from tqdm import tqdm
 
     out, tiles_path = Path(cfg.out), Path(cfg.tiles)
     if out.exists() and not out.is_dir():
         raise GensisError(f"out={out} is a file; give a folder for the <slide>.h5 feature files")
+    if cfg.merge:
+        merge_features(out)
+        return 0
+    shard = parse_shard(cfg.shard)
+    if shard:
+        out = shard_dir(out, *shard)
     out.mkdir(parents=True, exist_ok=True)
     hold_output_lock(out)
     fabric = _fabric(cfg)
@@ -93,6 +120,8 @@ def run(cfg: SlideFeaturesConfig) -> int:
             store_attrs = dict(f.attrs)
     slides, coords = slides_and_coords(tiles.keys)
     names = list(dict.fromkeys(slides))
+    if shard:
+        names = [n for n in names if n in set(share(names, *shard))]
     rows = {name: np.flatnonzero(np.array(slides) == name) for name in names}
     mine = names[rank::world]
     todo = [n for n in mine if not is_done(out / f"{n}.h5", weights_hash, coords[rows[n]])]
@@ -131,6 +160,6 @@ def run(cfg: SlideFeaturesConfig) -> int:
         with atomic_path(out / "features.json") as tmp:
             tmp.write_text(json.dumps({"encoder": weights_hash, "tiles": str(tiles_path), "slides": manifest},
                                       indent=2))
-        print(f"features of {len(coords)} tiles in {len(names)} slide(s) ({spec.embed_dim}-d, {spec.name}) on "
+        print(f"features of {sum(manifest.values())} tiles in {len(names)} slide(s) ({spec.embed_dim}-d, {spec.name}) on "
               f"{world} process(es) -> {out}")
     return 0

@@ -30,6 +30,7 @@ from gensis.atomic import atomic_path, durable_replace, remove, remove_stale_tem
 from gensis.config.tile import TileConfig, TileParams
 from gensis.data.tile_store import TileStoreWriter, allocate_store, copy_tiles, put_tiles, store_classes, tile_name
 from gensis.errors import GensisError, SlideError, UnsupportedSlide, disk_full_error, is_disk_full
+from gensis.slides.shards import parse_shard, shard_dir, share
 from gensis.output_guard import hold_output_lock
 from gensis.slides.discovery import SlideEntry, find_slides
 from gensis.slides.grid import grid_columns, make_grid, strips, tissue_fractions
@@ -307,6 +308,12 @@ def run_tiling(cfg: TileConfig, log=print) -> TilingSummary:
     out = Path(cfg.out)
     params = cfg.tile
     entries = find_slides(cfg.slides)
+    shard = parse_shard(cfg.shard)
+    if shard:
+        mine = set(share([e.name for e in entries], *shard))
+        entries = [e for e in entries if e.name in mine]
+        out = shard_dir(out, *shard)
+        log(f"shard {shard[0]}/{shard[1]}: {len(entries)} slide(s) -> {out}")
     if out.exists() and not out.is_dir():
         raise GensisError(f"out={out} is a file; tiling writes a folder: choose another out=")
     out.mkdir(parents=True, exist_ok=True)
