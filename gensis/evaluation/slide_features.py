@@ -121,8 +121,14 @@ def run(cfg: SlideFeaturesConfig) -> int:
     slides, coords = slides_and_coords(tiles.keys)
     names = list(dict.fromkeys(slides))
     if shard:
-        names = [n for n in names if n in set(share(names, *shard))]
-    rows = {name: np.flatnonzero(np.array(slides) == name) for name in names}
+        mine = set(share(names, *shard))
+        names = [n for n in names if n in mine]
+    order = np.argsort(np.array(slides), kind="stable")          # the rows of each slide, in one pass
+    sorted_slides = np.array(slides)[order]
+    starts = np.flatnonzero(np.r_[True, sorted_slides[1:] != sorted_slides[:-1]])
+    groups = np.split(order, starts[1:])
+    rows = {str(sorted_slides[start]): group for start, group in zip(starts, groups)}
+    rows = {name: rows[name] for name in names}
     mine = names[rank::world]
     todo = [n for n in mine if not is_done(out / f"{n}.h5", weights_hash, coords[rows[n]])]
     if rank == 0 and len(todo) < len(mine):

@@ -308,10 +308,10 @@ def _check_brightfield(path: Path, series) -> bool:
     planes = int(np.prod([size for axis, size in shape.items() if axis not in "YXS"]))  # C, Q, I, Z, T
     if photometric == 1 and samples * planes > 2:
         raise NotBrightfield(f"{path}: {samples * planes} gray channels (a fluorescence or multiplex image?); "
-                               f"gensis tiles brightfield RGB slides")
+                             f"gensis tiles brightfield RGB slides")
     if photometric in (2, 6) and (planes > 1 or samples not in (3, 4)):
         raise NotBrightfield(f"{path}: RGB with {samples} samples and {planes} planes; gensis tiles one "
-                               f"brightfield RGB(A) image per slide")
+                             f"brightfield RGB(A) image per slide")
     extra = np.atleast_1d(page.extrasamples) if len(page.extrasamples) else ()
     return bool(len(extra)) and int(extra[0]) == 1
 
