@@ -32,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quality", type=Path, default=ROOT / "benchmarks" / "out" / "quality_cpu_quality_bn")
     parser.add_argument("--slides", type=int, default=40)
+    parser.add_argument("--lesion-um", type=float, default=48.0, help="radius of the nuclei region (smaller: harder)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "slide_level")
     args = parser.parse_args()
@@ -40,7 +41,8 @@ def main() -> None:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "cohort" / "slides.csv").is_file():
-        gensis("synth", f"cohort={args.slides}", f"out={out / 'cohort'}", "width=1024", "height=1024")
+        gensis("synth", f"cohort={args.slides}", f"out={out / 'cohort'}", "width=1024", "height=1024",
+               f"lesion_um={args.lesion_um}")
     if not (out / "tiles" / "tiles.h5").is_file():
         gensis("tile", f"slides={out / 'cohort' / 'slides.csv'}", f"out={out / 'tiles'}", "tile.mpp=2.0",
                "tile.size=32", "tile.mask_mpp=16.0", "workers=2")

@@ -57,7 +57,7 @@ def run_synth(cfg) -> int:
 
     if cfg.cohort > 0:
         csv_path = write_cohort(cfg.out, cfg.cohort, size=min(cfg.width, cfg.height), mpp=cfg.mpp, seed=cfg.seed,
-                                progress=cfg.progress)
+                                lesion_radius_um=cfg.lesion_um, progress=cfg.progress)
         print(f"wrote {cfg.cohort} slides ({min(cfg.width, cfg.height)} px at {cfg.mpp} um/px) and {csv_path}")
         return 0
     path = write_synthetic_slide(cfg.out, cfg.width, cfg.height, cfg.mpp, cfg.seed, cfg.level_factor,

@@ -13,6 +13,7 @@ class SynthConfig:
                      "cohort=N the cohort's folder")
     cohort: int = _help("N > 0: a cohort of N small slides (width x height) in out/slides/ and out/slides.csv "
                         "(slide, label, path) whose label 1 is one small region of nuclei texture", 0)
+    lesion_um: float = _help("radius of a cohort slide's nuclei region in microns (smaller: harder)", 48.0)
     width: int = _help("level-0 width in pixels", 4096)
     height: int = _help("level-0 height in pixels", 4096)
     mpp: float = _help("level-0 resolution in microns per pixel", 0.5)

@@ -17,7 +17,7 @@ class MILConfig:
     out: str = _help("folder for metrics.json, report.md, attention.h5 and attention heatmaps", MISSING)
     folds: int = _help("k of the k-fold cross-validation (split by patient when given; a fold column wins)", 5)
     epochs: int = _help("training epochs per fold (one slide per step)", 40)
-    lr: float = _help("Adam learning rate", 2e-3)
+    lr: float = _help("Adam learning rate (on standardised tile features)", 1e-3)
     weight_decay: float = _help("Adam weight decay", 1e-4)
     hidden_dim: int = _help("tile features are projected to this width", 128)
     attention_dim: int = _help("width of the gated attention", 64)

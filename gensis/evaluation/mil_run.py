@@ -4,7 +4,7 @@
 The slides CSV gives ``slide`` and ``label``, optionally ``patient`` (or ``group``: the folds keep
 a patient's slides together, never on both sides) and ``fold`` (the folds as given). Each fold
 trains a fresh model with Lightning (Adam, one slide per step, ``seed`` + fold) on the other
-folds and scores its held-out slides: balanced accuracy, macro-F1, one-vs-rest AUC and, for
+folds (tile features standardised by the training slides') and scores its held-out slides: balanced accuracy, macro-F1, one-vs-rest AUC and, for
 ordered grades (``ordinal=true``), quadratic kappa. Writes ``metrics.json`` (the mean ``auc`` and
 ``balanced_accuracy`` over folds at its top level, their sd, and each fold), ``report.md``,
 ``attention.h5`` (each held-out slide's attention over its tiles) and attention heatmaps over
@@ -128,8 +128,12 @@ class Bags(torch.utils.data.Dataset):
 
 def fit_fold(cfg: MILConfig, bags: list[np.ndarray], y: np.ndarray, train: np.ndarray, test: np.ndarray,
              n_classes: int, fold: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Train on ``train``; the held-out slides' class probabilities and attention."""
+    """Train on ``train``; the held-out slides' class probabilities and attention. Features are standardised
+    per dimension by the training slides' tiles (so one learning rate suits any encoder's feature scale)."""
     L.seed_everything(cfg.seed + fold, workers=True, verbose=False)
+    pooled = np.concatenate([bags[i] for i in train])
+    mean, std = pooled.mean(0), pooled.std(0) + 1e-6
+    bags = [(bag - mean) / std for bag in bags]
     module = MILModule(cfg, bags[0].shape[1], n_classes)
     loader = torch.utils.data.DataLoader(Bags([bags[i] for i in train], y[train]), batch_size=1, shuffle=True)
     accelerator = "cpu" if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available() else "auto"
