@@ -21,5 +21,6 @@ def extract_features(model: torch.nn.Module, dataset: Dataset, batch_size: int =
                                                                                                           enabled=False)
     for batch in tqdm(loader, desc="features", unit="batch", disable=not progress):
         with autocast:
-            chunks.append(model(batch["image"].to(device, non_blocking=True)).float().cpu())
+            # cloned: the CLS embedding is a view of the batch's whole token tensor, which it would keep alive
+            chunks.append(model(batch["image"].to(device, non_blocking=True)).float().cpu().clone())
     return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), np.float32)

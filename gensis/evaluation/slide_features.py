@@ -140,17 +140,20 @@ def run(cfg: SlideFeaturesConfig) -> int:
         for name in todo:
             loader = DataLoader(Subset(tiles, rows[name].tolist()), batch_size=cfg.data.batch_size,
                                 num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
-            chunks = []
+            values, position = np.empty((len(rows[name]), spec.embed_dim), np.float32), 0
             with torch.no_grad():
                 for batch in loader:
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                        chunks.append(model(batch["image"].to(device, non_blocking=True)).float().cpu().numpy())
-                    bar.update(len(chunks[-1]))
+                        embedded = model(batch["image"].to(device, non_blocking=True)).float()
+                    # copied out: the CLS embedding is a view of the batch's whole token tensor
+                    values[position: position + len(embedded)] = embedded.cpu().numpy()
+                    position += len(embedded)
+                    bar.update(len(embedded))
             attrs = {"encoder": weights_hash, "encoder_name": spec.name, "embed_dim": spec.embed_dim,
                      **slide_attrs(tiles_path, name, store_attrs)}
             with atomic_path(out / f"{name}.h5") as tmp:
                 with h5py.File(tmp, "w") as f:
-                    f.create_dataset("features", data=np.concatenate(chunks).astype(np.float32))
+                    f.create_dataset("features", data=values)
                     f.create_dataset("coords", data=coords[rows[name]])
                     for key, value in attrs.items():
                         f.attrs[key] = value
