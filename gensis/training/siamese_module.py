@@ -117,8 +117,10 @@ class SiameseModule(DINOModule):
         return {"loss": loss, **parts}
 
     def step_logs(self, step: int, teacher_temp: float) -> dict[str, float]:
-        return {"train/lr": self._at(self.lr_schedule, step), "train/wd": self._at(self.wd_schedule, step),
-                "train/momentum": self._at(self.momentum_schedule, step)}
+        """DINO's, without its teacher temperature (these methods have none)."""
+        logs = super().step_logs(step, teacher_temp)
+        del logs["train/teacher_temp"]
+        return logs
 
     def on_train_epoch_end(self):
         pass   # the uniform-target warning is DINO's
