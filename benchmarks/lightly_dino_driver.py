@@ -6,7 +6,6 @@ Run inside the benchmark venv by ``benchmarks/stage1_vs_lightly.py``; prints one
 import argparse
 import copy
 import json
-import time
 
 import timm
 import torch
@@ -17,6 +16,8 @@ from lightly.transforms.dino_transform import DINOTransform
 from lightly.utils.scheduler import cosine_schedule
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
+
+from loop_timing import timed_steps
 
 
 class DINO(torch.nn.Module):
@@ -56,29 +57,21 @@ def main():
     model = DINO(args.out_dim)
     criterion = DINOLoss(output_dim=args.out_dim, warmup_teacher_temp_epochs=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4 * args.batch / 256, weight_decay=0.04)
-    done, step, times = False, 0, []
-    while not done:
-        for views, _ in loader:
-            momentum = cosine_schedule(step, args.steps, 0.996, 1)
-            update_momentum(model.student_backbone, model.teacher_backbone, m=momentum)
-            update_momentum(model.student_head, model.teacher_head, m=momentum)
-            global_views = views[:2]
-            teacher_out = [model.teacher(v) for v in global_views]
-            student_out = [model.student(v) for v in views]
-            loss = criterion(teacher_out, student_out, epoch=0)
-            loss.backward()
-            model.student_head.cancel_last_layer_gradients(current_epoch=0)
-            optimizer.step()
-            optimizer.zero_grad()
-            times.append(time.perf_counter())
-            step += 1
-            if step >= args.steps:
-                done = True
-                break
-    timed = times[args.warmup:]
-    seconds = (timed[-1] - timed[0]) / (len(timed) - 1)
-    print(json.dumps({"tool": "lightly", "seconds_per_step": seconds, "images_per_s": args.batch / seconds,
-                      "steps_timed": len(timed) - 1}))
+
+    def step(batch, index):
+        views, _ = batch
+        momentum = cosine_schedule(index, args.steps, 0.996, 1)
+        update_momentum(model.student_backbone, model.teacher_backbone, m=momentum)
+        update_momentum(model.student_head, model.teacher_head, m=momentum)
+        teacher_out = [model.teacher(v) for v in views[:2]]
+        student_out = [model.student(v) for v in views]
+        loss = criterion(teacher_out, student_out, epoch=0)
+        loss.backward()
+        model.student_head.cancel_last_layer_gradients(current_epoch=0)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    print(json.dumps({"tool": "lightly", **timed_steps(loader, step, args.steps, args.warmup, args.batch)}))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""Stage-1 training speed on CPU: gensis against lightly's DINO, same backbone, crops, batch and threads.
+"""Stage-1 training speed on CPU: gensis against lightly, method by method, same backbone, crops, batch, threads.
 
     python benchmarks/stage1_vs_lightly.py --setup                 # once: lightly + timm into benchmarks/.venv-lightly
-    python benchmarks/stage1_vs_lightly.py DATASET_DIR [--repeat 2]
+    python benchmarks/stage1_vs_lightly.py DATASET_DIR [--repeat 2] [--methods dino mocov3 byol simclr]
 
-Both train a 4-layer ViT-Tiny (patch 8, 192-d) with a 65,536-output DINO head on 2 x 64 px
-global + 4 x 32 px local crops, batch 32, 2 DataLoader workers, 2 torch threads, on the
-same image folder, one after the other; steady-state images/s after warm-up steps.
+Both train a 4-layer ViT-Tiny (patch 8, 192-d) on the same image folder, one after the other,
+batch 32, 2 DataLoader workers, 2 torch threads; steady-state images/s after warm-up steps.
+DINO: a 65,536-output DINO head on 2 x 64 px global + 4 x 32 px local crops (lightly_dino_driver.py).
+MoCo v3, BYOL, SimCLR: heads of width 2,048 and output 256 on two 64 px views
+(``ssl.method=... crops.n_local=0``; lightly_siamese_driver.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / "benchmarks" / ".venv-lightly"
+SIAMESE = ("mocov3", "byol", "simclr")
 
 
 def setup() -> None:
@@ -37,6 +40,7 @@ def main() -> None:
     parser.add_argument("--setup", action="store_true")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--methods", nargs="+", default=["dino"], choices=["dino", *SIAMESE])
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "out" / "stage1_vs_lightly.json")
     args = parser.parse_args()
     if args.setup:
@@ -44,24 +48,34 @@ def main() -> None:
         return
     if args.dataset is None:
         parser.error("give the dataset folder (class subfolders of images)")
-    runs = {"gensis": [], "lightly": []}
-    for _ in range(args.repeat):
-        out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "stage1_throughput.py"), "--data",
-                              str(args.dataset), "--steps", str(args.steps), "--warmup", "5", "--batch", "32",
-                              "--workers", "2"], capture_output=True, text=True, check=True, cwd=ROOT)
-        runs["gensis"].append(last_json(out.stdout)["images_per_s"])
-        out = subprocess.run([str(VENV / "bin" / "python"), str(ROOT / "benchmarks" / "lightly_dino_driver.py"),
-                              "--data", str(args.dataset), "--steps", str(args.steps), "--warmup", "5"],
-                             capture_output=True, text=True, check=True, cwd=ROOT)
-        runs["lightly"].append(last_json(out.stdout)["images_per_s"])
-        print(f"gensis {runs['gensis'][-1]:.1f} img/s, lightly {runs['lightly'][-1]:.1f} img/s", flush=True)
-    gensis, lightly = statistics.median(runs["gensis"]), statistics.median(runs["lightly"])
-    result = {"runs": runs, "gensis_images_per_s": gensis, "lightly_images_per_s": lightly, "ratio": gensis / lightly}
+    results = {method: compare(method, args.dataset, args.repeat, args.steps) for method in args.methods}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"| tool | images/s (median of {args.repeat}) |\n|---|---|\n| gensis | {gensis:.1f} |\n| lightly | {lightly:.1f} |")
-    print(f"gensis / lightly = {gensis / lightly:.2f}x")
+    args.json.write_text(json.dumps(results, indent=2))
+    print(f"| method | gensis images/s (median of {args.repeat}) | lightly images/s | gensis / lightly |\n"
+          "|---|---|---|---|")
+    for method, r in results.items():
+        print(f"| {method} | {r['gensis_images_per_s']:.1f} | {r['lightly_images_per_s']:.1f} | {r['ratio']:.2f}x |")
 
+
+def compare(method: str, dataset: Path, repeat: int, steps: int) -> dict:
+    """``repeat`` alternating runs of gensis and lightly training ``method``; medians and their ratio."""
+    gensis_cmd = [sys.executable, str(ROOT / "benchmarks" / "stage1_throughput.py"), "--data", str(dataset),
+                  "--steps", str(steps), "--warmup", "5", "--batch", "32", "--workers", "2"]
+    lightly_cmd = [str(VENV / "bin" / "python"), "--data", str(dataset), "--steps", str(steps), "--warmup", "5"]
+    if method == "dino":
+        lightly_cmd.insert(1, str(ROOT / "benchmarks" / "lightly_dino_driver.py"))
+    else:
+        gensis_cmd += [f"ssl.method={method}", "crops.n_local=0", "ssl.hidden_dim=2048", "ssl.out_dim=256"]
+        lightly_cmd[1:1] = [str(ROOT / "benchmarks" / "lightly_siamese_driver.py"), "--method", method]
+    runs = {"gensis": [], "lightly": []}
+    for _ in range(repeat):
+        out = subprocess.run(gensis_cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+        runs["gensis"].append(last_json(out.stdout)["images_per_s"])
+        out = subprocess.run(lightly_cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+        runs["lightly"].append(last_json(out.stdout)["images_per_s"])
+        print(f"{method}: gensis {runs['gensis'][-1]:.1f} img/s, lightly {runs['lightly'][-1]:.1f} img/s", flush=True)
+    gensis, lightly = statistics.median(runs["gensis"]), statistics.median(runs["lightly"])
+    return {"runs": runs, "gensis_images_per_s": gensis, "lightly_images_per_s": lightly, "ratio": gensis / lightly}
 
 if __name__ == "__main__":
     main()

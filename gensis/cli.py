@@ -61,7 +61,7 @@ def run_synth(cfg) -> int:
         print(f"wrote {cfg.cohort} slides ({min(cfg.width, cfg.height)} px at {cfg.mpp} um/px) and {csv_path}")
         return 0
     path = write_synthetic_slide(cfg.out, cfg.width, cfg.height, cfg.mpp, cfg.seed, cfg.level_factor,
-                                 progress=cfg.progress)
+                                 progress=cfg.progress, stain=cfg.stain)
     print(f"wrote {path} ({cfg.width} x {cfg.height} px at {cfg.mpp} um/px) and its label map")
     return 0
 

@@ -123,6 +123,34 @@ def test_synthetic_slide_reads_as_aperio_with_known_regions(synthetic_slide):
     np.testing.assert_array_equal(a, SyntheticSlide(spec).render(100, 100, 32, 32))
 
 
+def optical_density(rgb: np.ndarray) -> np.ndarray:
+    return -np.log((rgb.astype(np.float64) + 0.5) / 256)
+
+
+@pytest.mark.parametrize("stain", [0.3, 0.8])
+def test_stain_variation_scales_each_dyes_optical_density_and_leaves_glass_alone(stain):
+    plain = SyntheticSlide(SyntheticSlideSpec(width=1024, height=1024))
+    stained = SyntheticSlide(SyntheticSlideSpec(width=1024, height=1024, stain=stain))
+    np.testing.assert_array_equal(plain.render(0, 0, 16, 16), stained.render(0, 0, 16, 16))   # glass
+    for x, y in [(300, 300), (700, 300), (300, 700), (700, 700)]:   # one patch of each texture
+        od0, od1 = optical_density(plain.render(x, y, 24, 24)), optical_density(stained.render(x, y, 24, 24))
+        dense = od0 > 0.25
+        for c in np.flatnonzero(dense.sum((0, 1)) >= 20):   # channels this texture stains enough to measure
+            ratio = od1[..., c][dense[..., c]] / od0[..., c][dense[..., c]]
+            # od' = od * exp(stain * (g_c + 2 (n_c - 0.5))), |g_c| <= 1, n_c in [0, 1): one smooth factor per patch
+            assert np.exp(-2 * stain) - 0.05 <= np.median(ratio) <= np.exp(2 * stain) + 0.05
+            assert np.std(ratio) < 0.05 * np.median(ratio) + 0.02
+
+
+def test_stain_differs_between_slides_so_colour_shifts_with_the_slide():
+    def mean_od(seed, stain):
+        return optical_density(SyntheticSlide(SyntheticSlideSpec(width=1024, height=1024, seed=seed, stain=stain))
+                               .render(100, 100, 64, 64, 8)[20:44, 20:44]).mean((0, 1))   # the tissue's middle
+
+    assert np.abs(mean_od(0, 0.0) - mean_od(1, 0.0)).max() < 0.05    # same textures, same stain: same colour
+    assert np.abs(mean_od(0, 0.8) - mean_od(1, 0.8)).max() > 0.1
+
+
 @pytest.mark.parametrize("which", ["cmu", "synthetic"])
 def test_direct_tiff_reading_gives_openslides_pixels(shared_data, synthetic_slide, which):
     import openslide

@@ -18,6 +18,7 @@ class SynthConfig:
     height: int = _help("level-0 height in pixels", 4096)
     mpp: float = _help("level-0 resolution in microns per pixel", 0.5)
     seed: int = _help("texture seed (same seed, same slide)", 0)
+    stain: float = _help("stain variation between slides and across a slide (0: none; 0.5: strong)", 0.0)
     level_factor: int = _help("downsample between pyramid levels (Aperio uses 4)", 4)
     progress: bool = _help("show a progress bar", True)
 
@@ -26,6 +27,8 @@ class SynthConfig:
             raise ValueError(f"width and height must be at least 64 pixels, got {self.width} x {self.height}")
         if self.mpp <= 0:
             raise ValueError(f"mpp must be > 0, got {self.mpp}")
+        if self.stain < 0:
+            raise ValueError(f"stain must be >= 0, got {self.stain}")
         if self.level_factor < 2:
             raise ValueError(f"level_factor must be at least 2, got {self.level_factor}")
 

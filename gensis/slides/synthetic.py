@@ -12,6 +12,11 @@ label:
 
 A label map ``<stem>.labels.png`` + ``<stem>.labels.json`` is written beside the slide;
 ``gensis tile`` picks it up and stores each tile's label.
+
+``stain`` > 0 varies the staining as labs and slides do: each dye channel's optical density is
+scaled by exp(stain * (g_c + 2 (n_c(x, y) - 0.5))), with g_c in [-1, 1] drawn once per slide from
+its seed and n_c a smooth field a quarter of the slide across, so that colour alone tells the
+textures apart less well, and less well again on another slide.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class SyntheticSlideSpec:
     jpeg_quality: int = 90
     layout: str = "quadrants"     # or "cohort": stroma (left), fat (top right), mucus (bottom right), no nuclei
     lesion: tuple = ()            # (x, y, radius) in level-0 px: a disc of the nuclei texture (a cohort's lesion)
+    stain: float = 0.0            # strength of the slide's and the position's stain variation (0: none)
 
     def level_size(self, downsample: int) -> tuple[int, int]:
         """(width, height) of the level ``downsample`` times smaller than level 0 (rounded up)."""
@@ -147,7 +153,19 @@ class SyntheticSlide:
             where = label == index
             if where.any():
                 rgb[where] = paint(um_x[where], um_y[where])
+        tissue = label >= 0
+        if s.stain > 0 and tissue.any():
+            rgb[tissue] = self._stained(rgb[tissue], um_x[tissue], um_y[tissue])
         return (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+    def _stained(self, rgb, x, y):
+        """``rgb`` (N, 3) in [0, 1] with each channel's optical density scaled by the slide's stain field."""
+        s = self.spec
+        offset = np.random.default_rng([s.seed, 90]).uniform(-1, 1, 3)
+        scale = 0.25 * max(s.width, s.height) * s.mpp
+        factor = np.stack([np.exp(s.stain * (offset[c] + 2 * (_value_noise(x, y, scale, s.seed, 91 + c) - 0.5)))
+                           for c in range(3)], -1).astype(np.float32)
+        return np.exp(np.log(np.clip(rgb, 1e-3, 1)) * factor)
 
     def _nuclei(self, x, y):
         seed = self.spec.seed
@@ -267,9 +285,9 @@ class SyntheticSlide:
 
 
 def write_synthetic_slide(path: str | Path, width: int = 4096, height: int = 4096, mpp: float = 0.5,
-                          seed: int = 0, level_factor: int = 4, progress: bool = False) -> Path:
+                          seed: int = 0, level_factor: int = 4, progress: bool = False, stain: float = 0.0) -> Path:
     """Write a synthetic slide (see module docstring) and its label map to ``path``."""
-    spec = SyntheticSlideSpec(width=width, height=height, mpp=mpp, seed=seed, level_factor=level_factor)
+    spec = SyntheticSlideSpec(width=width, height=height, mpp=mpp, seed=seed, level_factor=level_factor, stain=stain)
     return SyntheticSlide(spec).write(path, progress=progress)
 
 
