@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from quality import ROOT, cell, evaluate, gensis, once, train
 
+from gensis.atomic import atomic_path
+
 
 def parse_setting(tokens: list[str]) -> dict:
     """``NAME [stage1|stage3] KEY=VALUE ... generate:KEY=VALUE ...`` as a dict."""
@@ -89,8 +91,11 @@ def main() -> None:
             entry["seconds"][str(seed)] = train(setting["command"], run, f"data.path={data / 'ssl'}", *extra,
                                                 recipe, f"seed={seed}", *setting["overrides"])
             entry["seeds"][str(seed)] = evaluate(str(run), folder / f"eval_seed{seed}", data, args.recipe, seed)
+            # read again before writing: another sweep over other settings may have written meanwhile
+            results = json.loads(sweep_json.read_text()) if sweep_json.is_file() else {}
             results[name] = entry
-            sweep_json.write_text(json.dumps(results, indent=2))
+            with atomic_path(sweep_json) as tmp:
+                tmp.write_text(json.dumps(results, indent=2))
     summarise(base, results, out, [str(s) for s in args.seeds])
 
 
