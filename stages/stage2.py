@@ -37,7 +37,7 @@ from gensis.evaluation.embed_run import embed_tiles, pick_device
 from gensis.evaluation.image_grid import save_png, tile_grid
 from gensis.models.backbone import encoder_hash, file_hash, load_encoder
 from gensis.models.conditional_unet import build_unet
-from gensis.models.embedding_conditioner import EmbeddingConditioner, whitening_matrix
+from gensis.models.embedding_conditioner import EmbeddingConditioner
 from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
 from gensis.training.trainer import adamw_with_warmup, make_trainer, save_metrics
 
@@ -93,7 +93,7 @@ class DiffusionModule(L.LightningModule):
         sample_size, channels = model_geometry(cfg, vae)
         self.unet = build_unet(cfg.unet, sample_size, channels)
         self.conditioner = EmbeddingConditioner(embed_dim, cfg.unet.cross_attention_dim, d.n_tokens, d.p_uncond,
-                                                center=center, whiten=d.whiten_embeddings)
+                                                center=center)
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=d.train_timesteps, beta_schedule=d.beta_schedule,
                                              prediction_type=d.prediction, clip_sample=vae is None,
                                              rescale_betas_zero_snr=d.zero_terminal_snr,
@@ -286,10 +286,8 @@ def run(cfg: Stage2Config) -> int:
     if len(dataset) < cfg.data.batch_size * trainer.world_size:
         raise GensisError(f"data.path={cfg.data.path}: {len(dataset)} tiles, fewer than one batch "
                           f"({cfg.data.batch_size} x {trainer.world_size} devices); lower data.batch_size")
-    center = embedding_center(embeddings) if cfg.generator.center_embeddings else None
-    module = DiffusionModule(cfg, spec.embed_dim, vae, center=center)
-    if cfg.generator.whiten_embeddings:   # a buffer in the weights: a resumed run loads it from its checkpoint
-        module.conditioner.whiten_matrix.copy_(torch.from_numpy(whitening_matrix(embeddings, np.array(center))))
+    module = DiffusionModule(cfg, spec.embed_dim, vae, center=embedding_center(embeddings)
+                             if cfg.generator.center_embeddings else None)
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
                         num_workers=cfg.data.workers, persistent_workers=cfg.data.workers > 0,
                         pin_memory=torch.cuda.is_available())

@@ -178,24 +178,6 @@ def test_the_report_tells_a_generator_that_returns_its_source_from_one_that_does
         assert report["fidelity"] < report["fidelity_resized"] - 0.01
 
 
-def test_whitened_condition_is_fitted_on_the_training_embeddings_and_exported(labeled_tiles, encoder_run, tmp_path):
-    out = tmp_path / "s2w"
-    result = run_cli("stage2", f"data.path={labeled_tiles}", f"encoder={encoder_run}", f"out={out}", "experiment=tiny",
-                     "train.epochs=1", "report.tiles=0", "samples.rows=0", "generator.whiten_embeddings=true")
-    assert result.returncode == 0, result.stderr[-2000:]
-    with h5py.File(out / "embeddings.h5", "r") as f:
-        e = f["embeddings"][:].astype(np.float64)
-    unit = e / np.linalg.norm(e, axis=1, keepdims=True)
-    centred = unit - unit.mean(0)
-    lam, v = np.linalg.eigh(np.cov(centred, rowvar=False))
-    expected = (v * (lam.clip(0) + lam.clip(0).mean()) ** -0.5) @ v.T        # ZCA, shrinkage = mean eigenvalue
-    pipe, _ = load_pipeline(out)
-    np.testing.assert_allclose(pipe.conditioner.whiten_matrix.double().numpy(), expected, rtol=1e-4, atol=1e-4)
-    refused = run_cli("stage2", f"data.path={labeled_tiles}", f"encoder={encoder_run}", f"out={tmp_path / 'x'}",
-                      "experiment=tiny", "generator.whiten_embeddings=true", "generator.center_embeddings=false")
-    assert refused.returncode == 2 and "whiten_embeddings=true needs generator.center_embeddings=true" in refused.stderr
-
-
 def test_stage2_resume_continues_its_ema(stage2_run, tmp_path):
     out = tmp_path / "s2"
     shutil.copytree(stage2_run, out)

@@ -53,9 +53,6 @@ class GeneratorConfig:
     center_embeddings: bool = _help("centre the unit embeddings on their training mean before projecting them "
                                     "(gensis/models/embedding_conditioner.py): the condition keeps what tells "
                                     "tiles apart", True)
-    whiten_embeddings: bool = _help("also whiten the centred embeddings (ZCA with shrinkage, from the training "
-                                    "embeddings) so that normalising them keeps more than their main direction; "
-                                    "needs center_embeddings", False)
     condition_noise: int = _help("train on conditions noised at a random DDPM timestep up to this (GenView's "
                                  "formula, gensis/diffusion/condition_noise.py; 0: clean embeddings), so that "
                                  "p(tile | e) covers more than the one tile e came from", 0)
@@ -73,8 +70,6 @@ class GeneratorConfig:
             raise ValueError(f"generator.p_uncond must be in [0, 1), got {self.p_uncond}")
         if self.n_tokens < 1:
             raise ValueError(f"generator.n_tokens must be >= 1, got {self.n_tokens}")
-        if self.whiten_embeddings and not self.center_embeddings:
-            raise ValueError("generator.whiten_embeddings=true needs generator.center_embeddings=true")
         if not 0 <= self.condition_noise <= self.train_timesteps:
             raise ValueError(f"generator.condition_noise must be in [0, train_timesteps], got {self.condition_noise}")
         if self.zero_terminal_snr and self.prediction != "v_prediction":

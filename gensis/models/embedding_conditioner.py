@@ -4,18 +4,13 @@ The stage-1 embedding e is L2-normalised and projected by one linear layer to ``
 cross-attention tokens of width ``cross_attention_dim``. With ``center`` (the mean of the
 training tiles' L2-normalised embeddings) the unit embedding is first centred on it and
 normalised again: a small encoder's embeddings share a large common direction (random tiles
-at cosine 0.98), and only what is left tells tiles apart. With ``whiten`` the centred embedding
-is also whitened (``whiten_matrix``, a D x D buffer stage 2 fills from its training embeddings,
-:func:`whitening_matrix`) before it is normalised: when one direction holds most of what is left
-(95% of the variance for the quality recipe's encoder), normalising would keep little more than
-the sign along it. During training e is replaced by a
+at cosine 0.98), and only what is left tells tiles apart. During training e is replaced by a
 learned null embedding with probability ``p_uncond``, so that classifier-free guidance can
 mix conditional and unconditional predictions at sampling time.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
@@ -35,7 +30,7 @@ class EmbeddingConditioner(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, embed_dim: int, cross_attention_dim: int, n_tokens: int = 1, p_uncond: float = 0.1,
-                 center: list[float] | None = None, whiten: bool = False):
+                 center: list[float] | None = None):
         super().__init__()
         if not 0 <= p_uncond < 1:
             raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond}")
@@ -47,9 +42,6 @@ class EmbeddingConditioner(ModelMixin, ConfigMixin):
             raise ValueError(f"center has {len(center)} values for {embed_dim}-d embeddings")
         self.register_buffer("center_vector", torch.tensor(center, dtype=torch.float32) if center is not None else None,
                              persistent=False)  # in the config (config.json), not the weights
-        if whiten and center is None:
-            raise ValueError("whiten needs center (the embeddings are whitened after centring)")
-        self.register_buffer("whiten_matrix", torch.eye(embed_dim) if whiten else None)   # in the weights
 
     def null_like(self, embeddings: torch.Tensor) -> torch.Tensor:
         """The null embedding repeated for a batch (the unconditional branch of guidance)."""
@@ -60,25 +52,9 @@ class EmbeddingConditioner(ModelMixin, ConfigMixin):
         with probability ``p_uncond`` (or where the boolean ``drop`` says)."""
         e = nn.functional.normalize(embeddings.float(), dim=-1)
         if self.center_vector is not None:
-            e = e - self.center_vector.to(e.device)
-            if self.whiten_matrix is not None:
-                e = e @ self.whiten_matrix.to(e.device)
-            e = nn.functional.normalize(e, dim=-1)
+            e = nn.functional.normalize(e - self.center_vector.to(e.device), dim=-1)
         if drop is None and self.training:  # also at p_uncond = 0: the null embedding stays in the graph (DDP)
             drop = torch.rand(e.shape[0], device=e.device) < self.p_uncond
         if drop is not None:
             e = torch.where(drop[:, None], self.null_like(e), e)
         return self.project(e).view(e.shape[0], self.n_tokens, self.cross_attention_dim)
-
-
-def whitening_matrix(embeddings: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """ZCA whitening with shrinkage of the centred unit embeddings: W = V diag((lambda + eps)^-1/2) V^T, with
-    (V, lambda) their covariance's eigenvectors and eigenvalues and eps the mean eigenvalue, so that directions
-    well above the average variance come out with about equal variance and those far below it stay small."""
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
-    centred = unit - np.asarray(center)[None]
-    covariance = centred.T @ centred / max(len(centred) - 1, 1)
-    eigenvalues, vectors = np.linalg.eigh(covariance)
-    eigenvalues = eigenvalues.clip(0, None)
-    eps = max(float(eigenvalues.mean()), 1e-12)
-    return (vectors * (eigenvalues + eps) ** -0.5) @ vectors.T
