@@ -13,7 +13,14 @@ stage-1 control, e.g. one with as much compute as stage 3). Overrides written ``
 draw the setting's own views store first (``OUT/sweep/NAME/views.h5``, once per split) with
 those generate overrides. Every encoder is evaluated like quality.py's; the table gives each
 setting's kNN and linear balanced accuracy and its gain over stage 1 paired by seed, beside
-quality.py's own stage 3 for reference. Writes sweep.json and sweep.md in OUT; resumable.
+quality.py's own stage 3 for reference. ``--compare A B`` adds B's gains over A paired by seed, with 95%
+t-intervals, for kNN, linear and few-shot probes (A, B: setting names, or quality.py's ``stage1``,
+``stage1_control``, ``stage3``), e.g. a method's stage 3 against that method's stage 1 and control:
+
+    python benchmarks/quality_sweep.py --seeds 0 1 2 --setting simclr_stage1 stage1 ssl.method=simclr \
+        --setting simclr_stage3 ssl.method=simclr --compare simclr_stage1 simclr_stage3
+
+Writes sweep.json and sweep.md in OUT; resumable.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from quality import ROOT, cell, evaluate, gensis, once, train
+from quality import FEW_SHOT, ROOT, cell, evaluate, gensis, interval, once, train
 
 from gensis.atomic import atomic_path
 
@@ -52,6 +59,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=None, help="quality.py's --out (default: its default)")
     parser.add_argument("--setting", nargs="+", action="append", required=True, metavar="TOKEN")
+    parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("A", "B"),
+                        help="also table B - A paired by seed (setting names or quality.py's stage1, "
+                             "stage1_control, stage3)")
     args = parser.parse_args()
     out = args.out or ROOT / "benchmarks" / "out" / f"quality_{args.recipe}"
     quality = out / "quality.json"
@@ -96,10 +106,34 @@ def main() -> None:
             results[name] = entry
             with atomic_path(sweep_json) as tmp:
                 tmp.write_text(json.dumps(results, indent=2))
-    summarise(base, results, out, [str(s) for s in args.seeds])
+    summarise(base, results, out, [str(s) for s in args.seeds], args.compare)
 
 
-def summarise(base: dict, results: dict, out: Path, seeds: list[str]) -> None:
+def scores_of(name: str, base: dict, results: dict, seed: str) -> dict:
+    """Probe scores of a setting, or of one of quality.py's encoders, for ``seed``."""
+    return results[name]["seeds"][seed] if name in results else base["seeds"][seed][name]
+
+
+def comparison_rows(base: dict, results: dict, seeds: list[str], pairs: list) -> list[str]:
+    """B - A paired by seed, mean [95% t-interval], per probe."""
+    probes = ["knn", "linear", *FEW_SHOT]
+    rows = ["", "| comparison | seeds | " + " | ".join(p.replace("_", " ") for p in probes) + " |",
+            "|---|---|" + "---|" * len(probes)]
+    for a, b in pairs:
+        for name in (a, b):
+            if name not in results and name not in base["seeds"][seeds[0]]:
+                raise SystemExit(f"--compare {a} {b}: {name} is neither a setting nor one of quality.py's encoders")
+        both = [s for s in seeds if all(n not in results or s in results[n]["seeds"] for n in (a, b))]
+        cells = []
+        for probe in probes:
+            d = np.array([scores_of(b, base, results, s)[probe]["balanced_accuracy"]
+                          - scores_of(a, base, results, s)[probe]["balanced_accuracy"] for s in both])
+            cells.append(interval(d) if len(d) else "")
+        rows.append(f"| {b} - {a} | {','.join(both)} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def summarise(base: dict, results: dict, out: Path, seeds: list[str], compare: list | None = None) -> None:
     """sweep.md: each setting's balanced accuracies and its gain over stage 1 paired by seed (``seeds``)."""
     rows = ["| setting | seeds | kNN bal. acc | kNN gain over stage 1 | linear bal. acc | linear gain over stage 1 |",
             "|---|---|---|---|---|---|"]
@@ -114,6 +148,8 @@ def summarise(base: dict, results: dict, out: Path, seeds: list[str]) -> None:
         changes = entry.get("overrides", []) + [f"generate:{g}" for g in entry.get("generate", [])]
         label = entry["name"] + (f" ({' '.join(changes)})" if changes else "")
         rows.append(f"| {label} | {','.join(seeds_done)} | " + " | ".join(cells) + " |")
+    if compare:
+        rows += comparison_rows(base, results, seeds, compare)
     table = "\n".join(rows)
     (out / "sweep.md").write_text(table + "\n")
     print(table)
