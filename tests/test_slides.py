@@ -128,7 +128,7 @@ def optical_density(rgb: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("stain", [0.3, 0.8])
-def test_stain_variation_scales_each_dyes_optical_density_and_leaves_glass_alone(stain):
+def test_stain_variation_scales_each_channels_optical_density_and_leaves_glass_alone(stain):
     plain = SyntheticSlide(SyntheticSlideSpec(width=1024, height=1024))
     stained = SyntheticSlide(SyntheticSlideSpec(width=1024, height=1024, stain=stain))
     np.testing.assert_array_equal(plain.render(0, 0, 16, 16), stained.render(0, 0, 16, 16))   # glass

@@ -13,7 +13,7 @@ label:
 A label map ``<stem>.labels.png`` + ``<stem>.labels.json`` is written beside the slide;
 ``gensis tile`` picks it up and stores each tile's label.
 
-``stain`` > 0 varies the staining as labs and slides do: each dye channel's optical density is
+``stain`` > 0 varies the staining as labs and slides do: each colour channel's optical density is
 scaled by exp(stain * (g_c + 2 (n_c(x, y) - 0.5))), with g_c in [-1, 1] drawn once per slide from
 its seed and n_c a smooth field a quarter of the slide across, so that colour alone tells the
 textures apart less well, and less well again on another slide.
