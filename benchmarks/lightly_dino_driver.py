@@ -3,31 +3,25 @@
 Run inside the benchmark venv by ``benchmarks/stage1_vs_lightly.py``; prints one JSON line.
 """
 
-import argparse
 import copy
 import json
 
-import timm
 import torch
 from lightly.loss import DINOLoss
 from lightly.models.modules import DINOProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.transforms.dino_transform import DINOTransform
 from lightly.utils.scheduler import cosine_schedule
-from torch.utils.data import DataLoader
-from torchvision.datasets import ImageFolder
 
-from loop_timing import timed_steps
+from lightly_common import backbone, loader, parser, timed_steps
 
 
 class DINO(torch.nn.Module):
     def __init__(self, out_dim):
         super().__init__()
-        backbone = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=64,
-                                     dynamic_img_size=True, patch_size=8, depth=4)
-        self.student_backbone = backbone
+        self.student_backbone = backbone()
         self.student_head = DINOProjectionHead(192, 2048, 256, out_dim, freeze_last_layer=1)
-        self.teacher_backbone = copy.deepcopy(backbone)
+        self.teacher_backbone = copy.deepcopy(self.student_backbone)
         self.teacher_head = DINOProjectionHead(192, 2048, 256, out_dim)
         deactivate_requires_grad(self.teacher_backbone)
         deactivate_requires_grad(self.teacher_head)
@@ -40,20 +34,10 @@ class DINO(torch.nn.Module):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--out-dim", type=int, default=65536)
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    transform = DINOTransform(global_crop_size=64, local_crop_size=32, n_local_views=4)
-    dataset = ImageFolder(args.data, transform=transform)
-    loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.workers,
-                        persistent_workers=args.workers > 0)
+    arguments = parser()
+    arguments.add_argument("--out-dim", type=int, default=65536)
+    args = arguments.parse_args()
+    batches = loader(args, DINOTransform(global_crop_size=64, local_crop_size=32, n_local_views=4))
     model = DINO(args.out_dim)
     criterion = DINOLoss(output_dim=args.out_dim, warmup_teacher_temp_epochs=0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4 * args.batch / 256, weight_decay=0.04)
@@ -71,7 +55,7 @@ def main():
         optimizer.step()
         optimizer.zero_grad()
 
-    print(json.dumps({"tool": "lightly", **timed_steps(loader, step, args.steps, args.warmup, args.batch)}))
+    print(json.dumps({"tool": "lightly", **timed_steps(batches, step, args.steps, args.warmup, args.batch)}))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,9 @@ projector), two 64 px views per image. lightly has no MoCo v3 loss of its own; i
 0.2 between the predictions and the momentum keys stands in (the same matrix products, over both views).
 """
 
-import argparse
 import copy
 import json
 
-import timm
 import torch
 from lightly.loss import NegativeCosineSimilarity, NTXentLoss
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead, MoCoProjectionHead, SimCLRProjectionHead
@@ -20,15 +18,8 @@ from lightly.transforms.byol_transform import BYOLTransform, BYOLView1Transform,
 from lightly.transforms.simclr_transform import SimCLRTransform
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
-from torch.utils.data import DataLoader
-from torchvision.datasets import ImageFolder
 
-from loop_timing import timed_steps
-
-
-def backbone() -> nn.Module:
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=64,
-                             dynamic_img_size=True, patch_size=8, depth=4)
+from lightly_common import backbone, loader, parser, timed_steps
 
 
 class Siamese(nn.Module):
@@ -36,7 +27,6 @@ class Siamese(nn.Module):
 
     def __init__(self, method: str, hidden: int, out: int):
         super().__init__()
-        self.method = method
         self.backbone = backbone()
         if method == "simclr":
             self.projector = SimCLRProjectionHead(192, hidden, out)
@@ -66,21 +56,12 @@ def transform(method: str):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--method", required=True, choices=["mocov3", "byol", "simclr"])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--hidden", type=int, default=2048)
-    parser.add_argument("--out", type=int, default=256)
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    dataset = ImageFolder(args.data, transform=transform(args.method))
-    loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True, num_workers=args.workers,
-                        persistent_workers=args.workers > 0)
+    arguments = parser()
+    arguments.add_argument("--method", required=True, choices=["mocov3", "byol", "simclr"])
+    arguments.add_argument("--hidden", type=int, default=2048)
+    arguments.add_argument("--out", type=int, default=256)
+    args = arguments.parse_args()
+    batches = loader(args, transform(args.method))
     model = Siamese(args.method, args.hidden, args.out)
     criterion = NegativeCosineSimilarity() if args.method == "byol" else NTXentLoss(temperature=0.2)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
@@ -101,7 +82,7 @@ def main():
         optimizer.step()
         optimizer.zero_grad()
 
-    result = timed_steps(loader, step, args.steps, args.warmup, args.batch)
+    result = timed_steps(batches, step, args.steps, args.warmup, args.batch)
     print(json.dumps({"tool": "lightly", "method": args.method, **result}))
 
 
