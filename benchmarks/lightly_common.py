@@ -1,6 +1,6 @@
 """What the lightly drivers share, so that every method is timed on one model and one loader: the
-4-layer ViT-Tiny (patch 8) gensis's CPU benchmark trains, the common arguments, the loader, and the
-timed loop (seconds per step after warm-up)."""
+4-layer ViT-Tiny (patch 8) gensis's CPU benchmark trains, the common arguments, the forward precision,
+the loader, and the timed loop (seconds per step after warm-up)."""
 
 import argparse
 import time
@@ -26,7 +26,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--precision", choices=["32", "bf16"], default="32",
+                   help="bf16: forward passes under CPU autocast to bfloat16, as Lightning's bf16-mixed")
     return p
+
+
+def forward_precision(args):
+    """The context the forward passes and losses run in: autocast to bfloat16 for ``--precision bf16``."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
 
 
 def loader(args, transform) -> DataLoader:

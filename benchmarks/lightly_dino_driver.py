@@ -13,7 +13,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.transforms.dino_transform import DINOTransform
 from lightly.utils.scheduler import cosine_schedule
 
-from lightly_common import backbone, loader, parser, timed_steps
+from lightly_common import backbone, forward_precision, loader, parser, timed_steps
 
 
 class DINO(torch.nn.Module):
@@ -47,9 +47,10 @@ def main():
         momentum = cosine_schedule(index, args.steps, 0.996, 1)
         update_momentum(model.student_backbone, model.teacher_backbone, m=momentum)
         update_momentum(model.student_head, model.teacher_head, m=momentum)
-        teacher_out = [model.teacher(v) for v in views[:2]]
-        student_out = [model.student(v) for v in views]
-        loss = criterion(teacher_out, student_out, epoch=0)
+        with forward_precision(args):
+            teacher_out = [model.teacher(v) for v in views[:2]]
+            student_out = [model.student(v) for v in views]
+            loss = criterion(teacher_out, student_out, epoch=0)
         loss.backward()
         model.student_head.cancel_last_layer_gradients(current_epoch=0)
         optimizer.step()

@@ -19,7 +19,7 @@ from lightly.transforms.simclr_transform import SimCLRTransform
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
-from lightly_common import backbone, loader, parser, timed_steps
+from lightly_common import backbone, forward_precision, loader, parser, timed_steps
 
 
 class Siamese(nn.Module):
@@ -69,15 +69,17 @@ def main():
 
     def step(batch, index):
         (x0, x1), _ = batch
-        if args.method == "simclr":
-            loss = criterion(model.online(x0), model.online(x1))
-        else:
+        if args.method != "simclr":
             momentum = cosine_schedule(index, args.steps, 0.99, 1)
             update_momentum(model.backbone, model.backbone_momentum, m=momentum)
             update_momentum(model.projector, model.projector_momentum, m=momentum)
-            p0, p1 = model.online(x0), model.online(x1)
-            k0, k1 = model.target(x0), model.target(x1)
-            loss = 0.5 * (criterion(p0, k1) + criterion(p1, k0))
+        with forward_precision(args):
+            if args.method == "simclr":
+                loss = criterion(model.online(x0), model.online(x1))
+            else:
+                p0, p1 = model.online(x0), model.online(x1)
+                k0, k1 = model.target(x0), model.target(x1)
+                loss = 0.5 * (criterion(p0, k1) + criterion(p1, k0))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
