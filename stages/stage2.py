@@ -36,7 +36,7 @@ from gensis.errors import GensisError
 from gensis.evaluation.embed_run import embed_tiles, pick_device
 from gensis.evaluation.image_grid import save_png, tile_grid
 from gensis.models.backbone import encoder_hash, file_hash, load_encoder
-from gensis.models.conditional_unet import build_unet
+from gensis.models.conditional_unet import build_unet, denoise
 from gensis.models.embedding_conditioner import EmbeddingConditioner
 from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
 from gensis.training.trainer import adamw_with_warmup, make_trainer, save_metrics
@@ -133,7 +133,7 @@ class DiffusionModule(L.LightningModule):
         condition = training_condition(batch["embedding"], self.cfg.generator.condition_noise,
                                        self.noise_scheduler.alphas_cumprod)
         tokens = self.conditioner(condition)
-        prediction = self.unet(noisy, t, encoder_hidden_states=tokens.to(noisy.dtype)).sample
+        prediction = denoise(self.unet, noisy, t, tokens.to(noisy.dtype))
         target = noise if self.cfg.generator.prediction == "epsilon" else self.noise_scheduler.get_velocity(x0, noise, t)
         loss = F.mse_loss(prediction.float(), target.float())
         if not torch.isfinite(loss):

@@ -29,10 +29,10 @@ from gensis.models.embedding_conditioner import EmbeddingConditioner
 from tests.conftest import run_cli
 
 
-def tiny_pipeline(seed=0):
+def tiny_pipeline(seed=0, time_conditioning=False):
     torch.manual_seed(seed)
     unet = build_unet(UNetConfig(channels=[16, 32], attention=[False, True], layers_per_block=1, head_dim=16,
-                                 cross_attention_dim=32, norm_groups=8), 16, 3)
+                                 cross_attention_dim=32, norm_groups=8, time_conditioning=time_conditioning), 16, 3)
     pipe = EmbeddingDiffusionPipeline(unet, make_scheduler("ddim", DDPMScheduler().config), EmbeddingConditioner(8, 32))
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -51,6 +51,26 @@ def test_pipeline_save_load_round_trip_gives_identical_images(tmp_path):
     np.testing.assert_array_equal(alone[0], after[1])          # an image does not depend on its batch
     other_seed = loaded(e[1:2], num_inference_steps=3, guidance_scale=2.0, seeds=[60], output_type="uint8").images
     assert not np.array_equal(other_seed[0], after[1])
+
+
+@pytest.mark.parametrize("time_conditioning", [False, True])
+def test_time_conditioning_carries_the_condition_where_cross_attention_does_not(time_conditioning, tmp_path):
+    """With every cross-attention output zeroed, the condition reaches the prediction only through the
+    timestep embedding: with time_conditioning two embeddings give two predictions, without it one; a saved
+    and loaded pipeline keeps the route."""
+    pipe = tiny_pipeline(time_conditioning=time_conditioning)
+    with torch.no_grad():
+        for name, module in pipe.unet.named_modules():
+            if name.endswith("attn2.to_out.0"):
+                module.weight.zero_()
+                module.bias.zero_()
+    pipe.save_pretrained(tmp_path / "pipe")
+    loaded, _ = load_pipeline(tmp_path / "pipe")
+    e = torch.randn(2, 8)
+    draw = dict(num_inference_steps=3, guidance_scale=1.0, seeds=[5, 5], output_type="np")
+    for p in (pipe, loaded):
+        a, b = p(e, **draw).images
+        assert np.abs(a - b).max() > 1e-4 if time_conditioning else np.allclose(a, b, atol=1e-6)
 
 
 def test_any_diffusers_scheduler_and_guidance(tmp_path):

@@ -23,6 +23,9 @@ class UNetConfig:
     head_dim: int = _help("width of one attention head", 64)
     cross_attention_dim: int = _help("width of the embedding tokens", 512)
     norm_groups: int = _help("GroupNorm groups", 32)
+    time_conditioning: bool = _help("also add the embedding to the timestep embedding, so that every ResNet block "
+                                    "sees it, not only the cross-attention levels (unCLIP's class_embed_type="
+                                    "'projection')", False)
 
     def __post_init__(self):
         if len(self.channels) != len(self.attention):

@@ -33,6 +33,7 @@ from diffusers import (
 )
 
 from gensis.errors import GensisError
+from gensis.models.conditional_unet import denoise
 from gensis.models.embedding_conditioner import EmbeddingConditioner
 
 
@@ -108,7 +109,7 @@ class EmbeddingDiffusionPipeline(DiffusionPipeline):
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            prediction = self.unet(model_input, t, encoder_hidden_states=tokens).sample
+            prediction = denoise(self.unet, model_input, t, tokens)
             if guided:
                 unconditional, conditional = prediction.chunk(2)
                 prediction = unconditional + guidance_scale * (conditional - unconditional)
