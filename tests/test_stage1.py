@@ -120,6 +120,35 @@ def test_eval_reports_metrics_for_trained_and_random_encoders(stage1_run, labele
         assert (out / "report.md").is_file() and (out / "confusion.png").is_file()
 
 
+def test_eval_in_grayscale_cannot_tell_colours_of_equal_luminance_apart(tmp_path):
+    """Two classes of tiles that differ only in hue, at the same luminance (red 255 and green 130: 0.299 x 255
+    and 0.587 x 130 both round to 76), with one texture (stripes of the full colour and of 0.7 of it, which
+    match in luminance too): every probe tells them apart in colour, and in grayscale every tile is the same
+    image, so no probe does better than chance (0.5)."""
+    from PIL import Image
+
+    stripes = np.where(np.arange(32) % 8 < 4, 1.0, 0.7)[None, :, None] * np.ones((32, 1, 1))
+    rows = []
+    for label, colour in (("red", (255, 0, 0)), ("green", (0, 130, 0))):
+        (tmp_path / "tiles" / label).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray((stripes * np.array(colour)).astype(np.uint8)).save(tmp_path / "tiles" / label / f"{i}.png")
+            rows.append(f"{label}/{i}.png,{label},{label}{i // 3}")
+    (tmp_path / "tiles" / "groups.csv").write_text("file,label,group\n" + "\n".join(rows) + "\n")
+    scores = {}
+    for grayscale in (False, True):
+        out = tmp_path / f"gray{grayscale}"
+        result = run_cli("eval", "encoder=random", f"data.path={tmp_path / 'tiles'}", f"out={out}", "experiment=tiny",
+                         f"grayscale={str(grayscale).lower()}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        scores[grayscale] = json.loads((out / "metrics.json").read_text())
+        assert scores[grayscale]["grayscale"] is grayscale
+    for probe in ("knn", "linear"):
+        assert scores[False][probe]["balanced_accuracy"] == 1.0
+        assert scores[True][probe]["balanced_accuracy"] == pytest.approx(0.5)
+    assert "tiles in grayscale" in (tmp_path / "grayTrue" / "report.md").read_text()
+
+
 def test_group_split_never_puts_a_group_on_both_sides():
     groups = np.repeat(np.arange(40), 5)
     labels = groups % 3

@@ -31,6 +31,8 @@ class EvalConfig:
     knn_k: int = _help("neighbours in the kNN vote", 20)
     knn_temperature: float = _help("temperature of the kNN vote weights", 0.07)
     seed: int = _help("split seed", 0)
+    grayscale: bool = _help("probe the tiles in grayscale (luminance in all three channels): what the encoder "
+                            "tells apart without colour", False)
     trainer: TrainerConfig = _help("device and precision", factory=TrainerConfig)
     progress: bool = _help("show progress bars", True)
 

@@ -109,8 +109,10 @@ def uint8_transform(size: int) -> v2.Compose:
                                                antialias=True)])
 
 
-def eval_transform(size: int, mean, std) -> v2.Compose:
-    """Resize to the encoder's input size and normalise (embedding and evaluation)."""
-    return v2.Compose([v2.ToImage(), v2.Resize((size, size), interpolation=v2.InterpolationMode.BICUBIC,
-                                               antialias=True),
+def eval_transform(size: int, mean, std, grayscale: bool = False) -> v2.Compose:
+    """Resize to the encoder's input size and normalise (embedding and evaluation); with ``grayscale`` the
+    tile's luminance first replaces its colour in all three channels."""
+    colour = [v2.Grayscale(num_output_channels=3)] if grayscale else []
+    return v2.Compose([v2.ToImage(), *colour, v2.Resize((size, size), interpolation=v2.InterpolationMode.BICUBIC,
+                                                        antialias=True),
                        v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))])

@@ -42,7 +42,7 @@ def evaluate_features(train_x, train_y, test_x, test_y, n_classes, k=20, tempera
 
 def run(cfg: EvalConfig) -> int:
     model, spec = _encoder(cfg)
-    transform = eval_transform(spec.img_size, spec.mean, spec.std)
+    transform = eval_transform(spec.img_size, spec.mean, spec.std, cfg.grayscale)
     device = pick_device(cfg.trainer)
     if cfg.data.train or cfg.data.test:
         if not (cfg.data.train and cfg.data.test):
@@ -72,7 +72,8 @@ def run(cfg: EvalConfig) -> int:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     report = {"encoder": cfg.encoder, "encoder_name": spec.name, "classes": classes, "split": split,
-              "n_train": int(len(train_y)), "n_test": int(len(test_y)), "seed": cfg.seed, **results}
+              "n_train": int(len(train_y)), "n_test": int(len(test_y)), "seed": cfg.seed, "grayscale": cfg.grayscale,
+              **results}
     write_text(out / "metrics.json", json.dumps(report, indent=2))
     plot_confusion(results, classes, out / "confusion.png")
     write_text(out / "report.md", render_report(report))
@@ -87,8 +88,8 @@ def run(cfg: EvalConfig) -> int:
 def render_report(report: dict) -> str:
     lines = [f"# Evaluation of `{report['encoder']}` ({report['encoder_name']})", "",
              f"{report['n_train']} training and {report['n_test']} test tiles, split {report['split']}, "
-             f"classes: {', '.join(report['classes'])}.", "",
-             "| probe | balanced accuracy | accuracy | macro-F1 | AUC (one-vs-rest) |", "|---|---|---|---|---|"]
+             f"classes: {', '.join(report['classes'])}" + (", tiles in grayscale." if report.get("grayscale") else "."),
+             "", "| probe | balanced accuracy | accuracy | macro-F1 | AUC (one-vs-rest) |", "|---|---|---|---|---|"]
     for name, label in (("knn", "kNN (k=20, cosine)"), ("linear", "linear (logistic regression)")):
         m = report[name]
         auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
