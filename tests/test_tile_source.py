@@ -57,6 +57,13 @@ def test_store_opens_lazily_and_works_in_dataloader_workers(tmp_path):
     assert batches[0]["key"][1] == "s/16_0"
 
 
+def test_a_folder_holding_only_a_tile_store_opens_the_store(tmp_path):
+    (tmp_path / "copy").mkdir()
+    make_store(tmp_path / "copy" / "tiles.h5")
+    tiles = open_tiles(tmp_path / "copy", labels=True)
+    assert isinstance(tiles, H5Tiles) and len(tiles) == 6 and tiles[3]["label"] == 1
+
+
 def test_transform_is_applied(tmp_path):
     tiles = open_tiles(make_store(tmp_path / "tiles.h5"), transform=lambda im: im.size)
     assert tiles[0]["image"] == (16, 16) and tiles[0]["label"] == -1

@@ -233,4 +233,6 @@ def open_tiles(path: str | os.PathLike, labels: bool = False, transform: Optiona
         if (path / "tiles.h5").is_file():
             return H5Tiles(path / "tiles.h5", labels, transform)
         return TilingDirTiles(path, labels, transform)
+    if (path / "tiles.h5").is_file() and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*")):
+        return H5Tiles(path / "tiles.h5", labels, transform)  # a folder that holds a tile store and no images
     return ImageFolderTiles(path, labels, transform)
