@@ -54,16 +54,15 @@ def main() -> None:
         return
     if args.dataset is None:
         parser.error("give the dataset folder (class subfolders of images)")
-    results = {f"{method} {precision}": compare(method, args.dataset, args.repeat, args.steps, precision)
-               for method in args.methods for precision in args.precision}
+    results = [compare(method, args.dataset, args.repeat, args.steps, precision)
+               for method in args.methods for precision in args.precision]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
     print(f"| method | precision | gensis images/s (median of {args.repeat}) | lightly images/s | gensis / lightly |\n"
           "|---|---|---|---|---|")
-    for row, r in results.items():
-        method, precision = row.split()
-        print(f"| {method} | {precision} | {r['gensis_images_per_s']:.1f} | {r['lightly_images_per_s']:.1f} | "
-              f"{r['ratio']:.2f}x |")
+    for r in results:
+        print(f"| {r['method']} | {r['precision']} | {r['gensis_images_per_s']:.1f} | "
+              f"{r['lightly_images_per_s']:.1f} | {r['ratio']:.2f}x |")
 
 
 def compare(method: str, dataset: Path, repeat: int, steps: int, precision: str) -> dict:
@@ -87,7 +86,8 @@ def compare(method: str, dataset: Path, repeat: int, steps: int, precision: str)
         runs["lightly"].append(last_json(out.stdout)["images_per_s"])
         print(f"{method} {precision}: gensis {runs['gensis'][-1]:.1f} img/s, lightly {runs['lightly'][-1]:.1f} img/s", flush=True)
     gensis, lightly = statistics.median(runs["gensis"]), statistics.median(runs["lightly"])
-    return {"runs": runs, "gensis_images_per_s": gensis, "lightly_images_per_s": lightly, "ratio": gensis / lightly}
+    return {"method": method, "precision": precision, "runs": runs, "gensis_images_per_s": gensis,
+            "lightly_images_per_s": lightly, "ratio": gensis / lightly}
 
 if __name__ == "__main__":
     main()

@@ -94,15 +94,13 @@ def run(cfg: DemoConfig) -> int:
                   f"encoder={out / 'stage1'}", f"data.path={tiling}", f"out={views}")
     steps.command("stage3", "stage 3: Gen-DINO", "stage3", f"data.path={tiling}", f"views={views}",
                   f"encoder={out / 'stage1'}", f"out={out / 'stage3'}", run_dir=out / "stage3")
-    for name in ENCODERS:
-        encoder = "random" if name == "random" else out / name
-        steps.command(f"eval_{name}", f"eval of {name} on the slide's texture labels", "eval",
-                      f"encoder={encoder}", f"data.path={tiling}", f"out={out / f'eval_{name}'}")
-    for name in ENCODERS:  # the textures differ in colour: without it, what each encoder learnt shows
-        encoder = "random" if name == "random" else out / name
-        steps.command(f"eval_{name}_gray", f"eval of {name} on the same tiles in grayscale", "eval",
-                      f"encoder={encoder}", f"data.path={tiling}", "grayscale=true",
-                      f"out={out / f'eval_{name}_gray'}")
+    # the textures differ in colour too: in grayscale, what each encoder learnt of them shows
+    for suffix, tiles, grayscale in (("", "the slide's texture labels", []),
+                                     ("_gray", "the same tiles in grayscale", ["grayscale=true"])):
+        for name in ENCODERS:
+            encoder = "random" if name == "random" else out / name
+            steps.command(f"eval_{name}{suffix}", f"eval of {name} on {tiles}", "eval", f"encoder={encoder}",
+                          f"data.path={tiling}", *grayscale, f"out={out / f'eval_{name}{suffix}'}")
     report = write_report(out, steps.seconds, time.perf_counter() - started)
     print(f"\ndemo done -> {report}")
     return 0
