@@ -5,6 +5,7 @@ augmentations) for a fixed number of steps and times every step:
 
     python benchmarks/stage1_throughput.py --data TILES_DIR                      # CPU recipe (as lightly's)
     python benchmarks/stage1_throughput.py --data TILES_DIR --gpu                # ViT-S/16, 2x224 + 8x96, bf16
+    python benchmarks/stage1_throughput.py --data TILES_DIR --compile            # backbones under torch.compile
 
 Prints one JSON line (and writes it to --json): images/s after warm-up, seconds per step,
 data-wait share (time between the end of one step and the start of the next, over the
@@ -74,6 +75,15 @@ class StepTimer(L.Callback):
                 "transfer_and_device_augment_share": prepare / total}
 
 
+class CompileBackbones(L.Callback):
+    """Compile the student's and teacher's backbones in place (``nn.Module.compile``: state-dict keys unchanged)."""
+
+    def setup(self, trainer, module, stage):
+        for net in (module.student, getattr(module, "teacher", None)):
+            if net is not None:
+                net.backbone.compile()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="tiles: folder of images, tiles.h5 or tiling output dir")
@@ -83,6 +93,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the backbones (steps include none "
+                        "of the compilation if --warmup covers it)")
     parser.add_argument("overrides", nargs="*", help="extra gensis stage1 key=value overrides")
     args = parser.parse_args()
 
@@ -109,12 +121,13 @@ def main() -> None:
     cfg = compose_config("stage1", Stage1Config, overrides)
     timer = StepTimer(args.warmup)
     original = dino_fit.make_trainer
-    dino_fit.make_trainer = lambda t, o, callbacks, **kwargs: original(t, o, [*callbacks, timer], **kwargs)
+    extra = [timer, CompileBackbones()] if args.compile else [timer]
+    dino_fit.make_trainer = lambda t, o, callbacks, **kwargs: original(t, o, [*callbacks, *extra], **kwargs)
     stage1.run(cfg)
     crops = cfg.crops
     result = {"setting": "gpu" if args.gpu else "cpu", "backbone": cfg.backbone.name, "kwargs": dict(cfg.backbone.kwargs),
               "crops": f"{crops.n_global}x{crops.global_size} + {crops.n_local}x{crops.local_size}",
-              "batch": batch, "workers": workers, "precision": cfg.trainer.resolved_precision(),
+              "batch": batch, "workers": workers, "precision": cfg.trainer.resolved_precision(), "compile": args.compile,
               "device": torch.cuda.get_device_name(0) if args.gpu and torch.cuda.is_available() else "cpu",
               **timer.summary(batch)}
     line = json.dumps(result)
