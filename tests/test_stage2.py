@@ -405,3 +405,18 @@ def test_generate_draws_views_at_several_noise_levels(stage2_run, encoder_run, l
                    f"out={tmp_path / 'x.h5'}", "experiment=tiny", "generate.noise_levels=[0,300]",
                    "generate.noise_level=100")
     assert both.returncode == 2 and "replaces noise_level" in both.stderr
+
+
+def test_generate_draws_views_between_near_tiles(stage2_run, encoder_run, labeled_tiles, tmp_path):
+    stores = {}
+    for name, extra in (("plain", []), ("mixed", ["generate.neighbour_mix=0.5", "generate.neighbours=3"])):
+        stores[name] = tmp_path / f"{name}.h5"
+        result = run_cli("generate", f"diffusion={stage2_run}", f"encoder={encoder_run}", f"data.path={labeled_tiles}",
+                         f"out={stores[name]}", "experiment=tiny", "generate.views_per_tile=1",
+                         "generate.interpolations=2", "sampler.steps=2", *extra)
+        assert result.returncode == 0, result.stderr[-2000:]
+    plain, mixed = read_views(stores["plain"]), read_views(stores["mixed"])
+    plan = json.loads(mixed["attrs"]["plan"])
+    assert (plan["neighbour_mix"], plan["neighbours"]) == (0.5, 3) and "neighbour_mix" not in plain["attrs"]["plan"]
+    assert not np.array_equal(plain["generated"], mixed["generated"])          # other conditions, same noise
+    np.testing.assert_array_equal(plain["interp"], mixed["interp"])            # interpolations untouched

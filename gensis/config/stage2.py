@@ -82,6 +82,11 @@ class GenerateParams:
     noise_levels: List[int] = _help("views at several condition-noise levels, easy to hard (e.g. [0,200,400]): "
                                     "views_per_tile views at each, for stage 3's gen.curriculum (replaces "
                                     "noise_level)", factory=list)
+    neighbour_mix: float = _help("draw each view between its tile and one of its `neighbours` nearest tiles: its "
+                                 "condition slerped towards the neighbour by a weight drawn up to this (GCL's "
+                                 "mixing in the conditioning space; 0: off, e.g. 0.5: views of the tile's kind "
+                                 "that are not the tile)", 0.0)
+    neighbours: int = _help("how many nearest tiles (embedding cosine) a view may be mixed with", 5)
 
     def __post_init__(self):
         if self.views_per_tile < 0 or self.interpolations < -1 or self.batch_size < 1:
@@ -92,6 +97,10 @@ class GenerateParams:
             raise ValueError(f"generate.noise_levels must be >= 0, got {list(self.noise_levels)}")
         if self.noise_levels and (self.noise_level or self.adaptive_noise):
             raise ValueError("generate.noise_levels replaces noise_level and adaptive_noise: give one or the other")
+        if not 0 <= self.neighbour_mix <= 1:
+            raise ValueError(f"generate.neighbour_mix must be in [0, 1], got {self.neighbour_mix}")
+        if self.neighbours < 1:
+            raise ValueError(f"generate.neighbours must be >= 1, got {self.neighbours}")
         interval(self.alpha, "generate.alpha")
 
 

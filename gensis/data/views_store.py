@@ -47,6 +47,8 @@ class ViewsPlan:
     noise_level: int = 0          # DDPM timestep of the noise on a view's condition (0: none)
     adaptive_noise: bool = False  # scaled per tile by its tissue share
     noise_levels: tuple = ()      # several levels: views_per_tile / len(noise_levels) views at each, level by level
+    neighbour_mix: float = 0.0    # a view's condition slerped towards a near tile by up to this weight
+    neighbours: int = 0           # how many near tiles a view may mix with (0: no mixing)
 
     def slot_level(self, slot: int) -> int | None:
         """The condition-noise level of view slot ``slot`` of a store drawn at several levels (else None)."""
@@ -66,11 +68,12 @@ class ViewsPlan:
         return range(batch * self.batch_size, min(self.n_images, (batch + 1) * self.batch_size))
 
     def fingerprint(self) -> str:
-        """The plan as JSON; the condition-noise fields only when set, so stores drawn before they existed
-        still match (and resume) when drawn without noise."""
+        """The plan as JSON; the condition-noise and mixing fields only when set, so stores drawn before they
+        existed still match (and resume) when drawn without them."""
         plan = asdict(self)
         plan["noise_levels"] = list(plan["noise_levels"])
-        for key, default in (("noise_level", 0), ("adaptive_noise", False), ("noise_levels", [])):
+        for key, default in (("noise_level", 0), ("adaptive_noise", False), ("noise_levels", []),
+                             ("neighbour_mix", 0.0), ("neighbours", 0)):
             if plan[key] == default:
                 del plan[key]
         return json.dumps(plan, sort_keys=True)

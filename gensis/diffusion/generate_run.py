@@ -28,6 +28,7 @@ from gensis.data.views_store import (
 )
 from gensis.data.tile_source import open_tiles
 from gensis.diffusion.condition_noise import noise_views, tile_levels
+from gensis.diffusion.neighbour_mix import mix_views, nearest_neighbours
 from gensis.diffusion.pipeline import load_pipeline, pipeline_folder
 from gensis.diffusion.slerp import slerp
 from gensis.errors import GensisError
@@ -55,15 +56,18 @@ def diffusion_hash(pipeline_folder: Path) -> str:
 
 def conditions(plan: ViewsPlan, embeddings: torch.Tensor, jobs: range, pairs: np.ndarray,
                alphas: np.ndarray, levels: np.ndarray | None = None, alphas_cumprod: torch.Tensor | None = None,
-               seeds: list[int] | None = None) -> torch.Tensor:
-    """The embedding each job's image is drawn from: a tile's own (noised at its tile's ``levels``, with
-    noise seeded from the image's seed), or the slerp of a pair's."""
+               seeds: list[int] | None = None, neighbours: np.ndarray | None = None) -> torch.Tensor:
+    """The embedding each job's image is drawn from: a tile's own (mixed with one of its ``neighbours``
+    when the plan mixes, then noised at its tile's ``levels``, both seeded from the image's seed), or the
+    slerp of a pair's."""
     n_views = plan.n_tiles * plan.views_per_tile
     rows = []
     for index, job in enumerate(jobs):
         if job < n_views:
             tile, slot = divmod(job, plan.views_per_tile)
             row = embeddings[tile]
+            if plan.neighbour_mix > 0:
+                row = mix_views(embeddings, [tile], neighbours, plan.neighbour_mix, [seeds[index]])[0]
             level = plan.slot_level(slot) if plan.noise_levels else (levels[tile] if levels is not None else 0)
             if level > 0:
                 row = noise_views(row[None], [int(level)], alphas_cumprod, [seeds[index]])[0]
@@ -125,9 +129,12 @@ def run(cfg: GenerateConfig) -> int:
                      steps=cfg.sampler.steps, guidance_scale=cfg.sampler.guidance, alpha_low=g.alpha[0],
                      alpha_high=g.alpha[1], encoder=weights_hash, diffusion=diffusion_hash(folder),
                      keys_sha=keys_sha(keys), noise_level=g.noise_level, adaptive_noise=g.adaptive_noise,
-                     noise_levels=tuple(g.noise_levels))
+                     noise_levels=tuple(g.noise_levels), neighbour_mix=g.neighbour_mix,
+                     neighbours=g.neighbours if g.neighbour_mix else 0)
     if plan.interpolations and plan.n_tiles < 2:
         raise GensisError(f"data.path={cfg.data.path}: interpolations need at least 2 tiles")
+    if plan.neighbour_mix and plan.views_per_tile and plan.n_tiles < 2:
+        raise GensisError(f"data.path={cfg.data.path}: generate.neighbour_mix needs at least 2 tiles")
     if views_plan_of(out) == plan.fingerprint():
         if rank == 0:
             remove_parts(out)   # left by a run killed between the join and the clean-up
@@ -141,6 +148,7 @@ def run(cfg: GenerateConfig) -> int:
         print(f"resuming: {len(part.batches) - len(todo)} of {len(part.batches)} batches of this share already drawn")
     e = torch.from_numpy(embeddings)
     pairs, alphas = plan.pairs_and_alphas()
+    neighbours = nearest_neighbours(e, plan.neighbours) if plan.neighbour_mix and plan.views_per_tile else None
     try:
         bar = tqdm(total=sum(len(plan.batch_jobs(b)) for b in todo), desc="generate", unit="img",
                    disable=not cfg.progress or rank != 0)
@@ -148,7 +156,8 @@ def run(cfg: GenerateConfig) -> int:
             jobs = plan.batch_jobs(batch)
             seeds = [cfg.seed * 1_000_003 + job for job in jobs]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                condition = conditions(plan, e, jobs, pairs, alphas, levels, pipe.scheduler.alphas_cumprod, seeds)
+                condition = conditions(plan, e, jobs, pairs, alphas, levels, pipe.scheduler.alphas_cumprod, seeds,
+                                       neighbours)
                 images = pipe(condition, plan.steps, plan.guidance_scale, seeds=seeds, output_type="uint8").images
             part.write(batch, images)
             bar.update(len(jobs))
