@@ -162,11 +162,13 @@ def test_stage2_writes_a_loadable_pipeline_and_lowers_its_loss(stage2_run, encod
     assert report["diversity_pixels_augmented"] > 0                   # hand-made views of a tile differ in pixels
 
 
-@pytest.mark.parametrize("generator", ["returns_its_source", "returns_another_tile"])
+@pytest.mark.parametrize("generator", ["returns_its_source", "returns_another_tile", "returns_its_mixed_source"])
 def test_the_report_tells_a_generator_that_returns_its_source_from_one_that_does_not(
         stage2_run, encoder_run, labeled_tiles, tmp_path, monkeypatch, generator):
-    """``draw`` replaced by a constructed generator: the tile whose embedding is the condition (scored like the
-    tile brought to the generator's size, no diversity, its source first) or the next tile's (far lower)."""
+    """``draw`` replaced by a constructed generator: the tile whose embedding is nearest the condition (scored like
+    the tile brought to the generator's size, no diversity, its source first) or the next tile's (far lower).
+    With ``report.neighbour_mix=1`` the conditions move towards near tiles, so the same generator's two views of
+    a tile are sometimes another tile: diversity appears and fidelity falls."""
     from gensis.config.stage2 import ReportConfig
     from gensis.evaluation import generation_quality
 
@@ -188,9 +190,16 @@ def test_the_report_tells_a_generator_that_returns_its_source_from_one_that_does
 
     monkeypatch.setattr(generation_quality, "embed_images", remembering)
     monkeypatch.setattr(generation_quality, "draw", constructed)
+    mix = 1.0 if generator == "returns_its_mixed_source" else 0.0
     report = generation_quality.assess_generator(stage2_run, encoder_run, str(labeled_tiles), tmp_path,
-                                                 SamplerConfig("ddim", 2, 1.0), ReportConfig(tiles=8, views=2, pairs=2,
-                                                                                             alphas=3), progress=False)
+                                                 SamplerConfig("ddim", 2, 1.0),
+                                                 ReportConfig(tiles=8, views=2, pairs=2, alphas=3, neighbour_mix=mix),
+                                                 progress=False)
+    assert report["neighbour_mix"] == mix
+    if mix:
+        assert report["diversity"] > 0.01 and report["diversity_pixels"] > 0
+        assert report["fidelity"] < report["fidelity_resized"] - 0.01
+        return
     assert report["diversity"] == pytest.approx(0.0, abs=1e-6) and report["diversity_pixels"] == 0.0
     if generator == "returns_its_source":
         assert report["fidelity"] == pytest.approx(report["fidelity_resized"], abs=1e-6)

@@ -41,10 +41,16 @@ class ReportConfig:
     alphas: int = _help("alpha values in [0, 1] per pair", 6)
     noise_level: int = _help("views drawn with this noise on their condition, as generate.noise_level (0: none)", 0)
     adaptive_noise: bool = _help("scale noise_level per tile by its tissue share, as generate.adaptive_noise", False)
+    neighbour_mix: float = _help("views drawn between their tile and a near one of the assessed tiles, as "
+                                 "generate.neighbour_mix (0: off)", 0.0)
+    neighbours: int = _help("how many nearest assessed tiles a view may be mixed with, as generate.neighbours", 5)
 
     def __post_init__(self):
         if self.noise_level < 0:
             raise ValueError(f"report.noise_level must be >= 0, got {self.noise_level}")
+        if not 0 <= self.neighbour_mix <= 1 or self.neighbours < 1:
+            raise ValueError(f"report.neighbour_mix must be in [0, 1] and report.neighbours >= 1, got "
+                             f"{self.neighbour_mix}, {self.neighbours}")
         if self.tiles < 0 or self.tiles == 1 or self.views < 2 or self.pairs < 0 or self.alphas < 2:
             raise ValueError("report needs tiles = 0 or >= 2, views >= 2, pairs >= 0, alphas >= 2; got "
                              f"{self.tiles}, {self.views}, {self.pairs}, {self.alphas}")

@@ -32,6 +32,7 @@ from gensis.config.stage2 import AssessConfig, ReportConfig
 from gensis.data.augment import augmented_view, eval_transform
 from gensis.data.tile_source import open_tiles
 from gensis.diffusion.condition_noise import noise_views, tile_levels
+from gensis.diffusion.neighbour_mix import mix_views, nearest_neighbours
 from gensis.diffusion.pipeline import EmbeddingDiffusionPipeline, load_pipeline
 from gensis.diffusion.slerp import slerp
 from gensis.errors import GensisError
@@ -145,6 +146,10 @@ def assess_generator(diffusion: str | Path, encoder: str | Path, data_path: str,
     augmented = embed_images(model, augmented_pixels, plain, device, batch_size).reshape(n, k, -1)
     view_seeds = np.arange(n * k) + seed * 1_000_003
     conditions = np.repeat(e, k, axis=0)
+    if report.neighbour_mix > 0:
+        embeddings = torch.from_numpy(e)
+        conditions = mix_views(embeddings, np.repeat(np.arange(n), k), nearest_neighbours(embeddings, report.neighbours),
+                               report.neighbour_mix, view_seeds).numpy()
     if report.noise_level > 0:
         levels = np.repeat(tile_levels(report.noise_level, report.adaptive_noise, n, real.__getitem__), k)
         conditions = noise_views(torch.from_numpy(conditions), levels, pipe.scheduler.alphas_cumprod,
@@ -180,7 +185,8 @@ def assess_generator(diffusion: str | Path, encoder: str | Path, data_path: str,
     metrics.update(interpolation_check(pipe, model, plain, e, real, report, sampler, rng, device, batch_size, out))
     metrics.update({"tiles": n, "views": k, "sampler": sampler.name, "steps": sampler.steps,
                     "guidance": sampler.guidance, "noise_level": report.noise_level,
-                    "adaptive_noise": report.adaptive_noise, "image_size": pipe.image_size, "seed": seed})
+                    "adaptive_noise": report.adaptive_noise, "neighbour_mix": report.neighbour_mix,
+                    "image_size": pipe.image_size, "seed": seed})
     save_png(tile_grid([[np.asarray(Image.fromarray(r).resize(views.shape[1:3][::-1])), *views[i * k:(i + 1) * k]]
                         for i, r in enumerate(real[:8])]), out / "views.png")
     with atomic_path(out / "generation.json") as tmp:
