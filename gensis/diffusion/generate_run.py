@@ -148,7 +148,8 @@ def run(cfg: GenerateConfig) -> int:
         print(f"resuming: {len(part.batches) - len(todo)} of {len(part.batches)} batches of this share already drawn")
     e = torch.from_numpy(embeddings)
     pairs, alphas = plan.pairs_and_alphas()
-    neighbours = nearest_neighbours(e, plan.neighbours) if plan.neighbour_mix and plan.views_per_tile else None
+    neighbours = (nearest_neighbours(e.to(device), plan.neighbours) if plan.neighbour_mix and plan.views_per_tile
+                  else None)
     try:
         bar = tqdm(total=sum(len(plan.batch_jobs(b)) for b in todo), desc="generate", unit="img",
                    disable=not cfg.progress or rank != 0)

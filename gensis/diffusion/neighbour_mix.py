@@ -23,16 +23,18 @@ from gensis.diffusion.slerp import slerp
 MIX_SEED_OFFSET = 2**32  # a view's neighbour and weight are drawn from its image seed plus this
 
 
-def nearest_neighbours(embeddings: torch.Tensor, k: int, chunk: int = 4096) -> np.ndarray:
-    """(N, min(k, N - 1)) indices of each row's nearest other rows by cosine similarity, nearest first."""
+def nearest_neighbours(embeddings: torch.Tensor, k: int, chunk: int | None = None) -> np.ndarray:
+    """(N, min(k, N - 1)) indices of each row's nearest other rows by cosine similarity, nearest first,
+    computed on ``embeddings``' device ``chunk`` rows at a time (by default about 2**26 similarities)."""
     e = torch.nn.functional.normalize(embeddings.float(), dim=-1)
     k = min(k, len(e) - 1)
+    chunk = chunk or max(1, 2**26 // len(e))
     out = []
     for start in range(0, len(e), chunk):
         similarity = e[start:start + chunk] @ e.T
-        rows = torch.arange(start, min(start + chunk, len(e)))
+        rows = torch.arange(start, min(start + chunk, len(e)), device=e.device)
         similarity[rows - start, rows] = -float("inf")   # a tile is not its own neighbour
-        out.append(similarity.topk(k, dim=1).indices)
+        out.append(similarity.topk(k, dim=1).indices.cpu())
     return torch.cat(out).numpy().astype(np.int64)
 
 
