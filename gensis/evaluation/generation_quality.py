@@ -148,8 +148,9 @@ def assess_generator(diffusion: str | Path, encoder: str | Path, data_path: str,
     conditions = np.repeat(e, k, axis=0)
     if report.neighbour_mix > 0:
         embeddings = torch.from_numpy(e)
-        conditions = mix_views(embeddings, np.repeat(np.arange(n), k), nearest_neighbours(embeddings, report.neighbours),
-                               report.neighbour_mix, view_seeds).numpy()
+        neighbours = nearest_neighbours(embeddings, report.neighbours)
+        conditions = mix_views(embeddings, np.repeat(np.arange(n), k), neighbours, report.neighbour_mix,
+                               view_seeds).numpy()
     if report.noise_level > 0:
         levels = np.repeat(tile_levels(report.noise_level, report.adaptive_noise, n, real.__getitem__), k)
         conditions = noise_views(torch.from_numpy(conditions), levels, pipe.scheduler.alphas_cumprod,
