@@ -11,7 +11,8 @@ split, views store and per-seed stage-1 runs. Each ``--setting NAME [stage1|stag
 trains one encoder per seed into ``OUT/sweep/NAME/seed<k>`` (stage 3 by default; ``stage1`` makes a
 stage-1 control, e.g. one with as much compute as stage 3). Overrides written ``generate:KEY=VALUE``
 draw the setting's own views store first (``OUT/sweep/NAME/views.h5``, once per split) with
-those generate overrides. Every encoder is evaluated like quality.py's; the table gives each
+those generate overrides; a ``views=PATH`` override trains on that store instead (e.g.
+benchmarks/pixel_mix_views.py's). Every encoder is evaluated like quality.py's; the table gives each
 setting's kNN and linear balanced accuracy and its gain over stage 1 paired by seed, beside
 quality.py's own stage 3 for reference. ``--compare A B`` adds B's gains over A paired by seed, with 95%
 t-intervals, for kNN, linear and few-shot probes (A, B: setting names, or quality.py's ``stage1``,
@@ -97,7 +98,9 @@ def main() -> None:
                 *base.get("generate_overrides", []), *setting["generate"]))
         for seed in args.seeds:
             run = folder / f"seed{seed}"
-            extra = [f"views={views}", *base["stage3_overrides"]] if setting["command"] == "stage3" else []
+            own_views = any(o.startswith("views=") for o in setting["overrides"])  # a store of the setting's own
+            extra = [*([] if own_views else [f"views={views}"]), *base["stage3_overrides"]] \
+                if setting["command"] == "stage3" else []
             entry["seconds"][str(seed)] = train(setting["command"], run, f"data.path={data / 'ssl'}", *extra,
                                                 recipe, f"seed={seed}", *setting["overrides"])
             entry["seeds"][str(seed)] = evaluate(str(run), folder / f"eval_seed{seed}", data, args.recipe, seed)
