@@ -416,6 +416,25 @@ def test_generate_draws_views_at_several_noise_levels(stage2_run, encoder_run, l
     assert both.returncode == 2 and "replaces noise_level" in both.stderr
 
 
+def test_an_interpolations_only_store_serves_the_disentanglement_task_alone(stage2_run, encoder_run, labeled_tiles,
+                                                                             tmp_path):
+    out = tmp_path / "views.h5"
+    result = run_cli("generate", f"diffusion={stage2_run}", f"encoder={encoder_run}", f"data.path={labeled_tiles}",
+                     f"out={out}", "experiment=tiny", "generate.views_per_tile=0", "generate.interpolations=5",
+                     "sampler.steps=2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    views = read_views(out)
+    assert views["generated"].shape[1] == 0 and views["interp"].shape[0] == 5
+    stage3 = ["stage3", f"data.path={labeled_tiles}", f"views={out}", f"encoder={encoder_run}", "experiment=tiny",
+              "optim.epochs=1"]
+    alone = run_cli(*stage3, f"out={tmp_path / 'alone'}", "gen.p=0")
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert (tmp_path / "alone" / "encoder.safetensors").is_file()
+    with_views = run_cli(*stage3, f"out={tmp_path / 'with_views'}", "gen.p=0.5")
+    assert with_views.returncode == 2 and "has no generated views per tile" in with_views.stderr
+    assert "gen.p=0" in with_views.stderr and not (tmp_path / "with_views").exists()
+
+
 def test_generate_draws_views_between_near_tiles(stage2_run, encoder_run, labeled_tiles, tmp_path):
     stores = {}
     for name, extra in (("plain", []), ("mixed", ["generate.neighbour_mix=0.5", "generate.neighbours=3"])):
