@@ -56,10 +56,15 @@ def main() -> None:
                 image = Image.fromarray(tiles.load(int(index)))
                 if max(image.size) > size:
                     image = image.resize((size, size), Image.Resampling.BICUBIC)
-                return np.asarray(image)
+                if image.size != (size, size):
+                    raise SystemExit(f"--tiles {args.tiles}: tile {keys[index]} is {image.size[0]} x "
+                                     f"{image.size[1]} px, the store's images {size} x {size}: give the tiles "
+                                     f"the store was drawn for")
+                return np.asarray(image.convert("RGB"))
 
             for j, ((first, second), a) in enumerate(zip(pairs, alpha)):
                 images[j] = blend(tile(first), tile(second), float(a))
+            store.attrs["interp_source"] = "pixel blend (benchmarks/pixel_mix_views.py)"
     print(f"{len(pairs)} pixel-blended interpolations -> {args.out}")
 
 

@@ -11,8 +11,8 @@ split, views store and per-seed stage-1 runs. Each ``--setting NAME [stage1|stag
 trains one encoder per seed into ``OUT/sweep/NAME/seed<k>`` (stage 3 by default; ``stage1`` makes a
 stage-1 control, e.g. one with as much compute as stage 3). Overrides written ``generate:KEY=VALUE``
 draw the setting's own views store first (``OUT/sweep/NAME/views.h5``, once per split) with
-those generate overrides; a ``views=PATH`` override trains on that store instead (e.g.
-benchmarks/pixel_mix_views.py's). Every encoder is evaluated like quality.py's; the table gives each
+those generate overrides; a ``views=PATH`` override (an absolute path, or one relative to the
+repository root) trains on that store instead (e.g. benchmarks/pixel_mix_views.py's). Every encoder is evaluated like quality.py's; the table gives each
 setting's kNN and linear balanced accuracy and its gain over stage 1 paired by seed, beside
 quality.py's own stage 3 for reference. ``--compare A B`` adds B's gains over A paired by seed, with 95%
 t-intervals, for kNN, linear and few-shot probes (A, B: setting names, or quality.py's ``stage1``,
@@ -50,6 +50,9 @@ def parse_setting(tokens: list[str]) -> dict:
     generate = [t.removeprefix("generate:") for t in rest if t.startswith("generate:")]
     if generate and command != "stage3":
         raise SystemExit(f"--setting {name}: generate: overrides only make sense for stage 3")
+    if generate and any(t.startswith("views=") for t in rest):
+        raise SystemExit(f"--setting {name}: give either generate: overrides (the setting draws its own store) "
+                         f"or views=PATH (a store of your own), not both")
     return {"name": name, "command": command, "generate": generate,
             "overrides": [t for t in rest if not t.startswith("generate:")]}
 
