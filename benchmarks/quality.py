@@ -154,8 +154,9 @@ def main() -> None:
     parser.add_argument("--autoencoder", action="store_true",
                         help="latent-space stage 2: train gensis autoencoder on the SSL tiles first (GPU recipe)")
     parser.add_argument("--autoencoder-epochs", type=int, default=10)
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                        help="stage-3 runs per seed (default: stage 3 and both ablations)")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="stage-3 runs per seed (default: stage 3 and both ablations; none: only stage 1 "
+                             "and its control, e.g. as the base of a quality_sweep.py of other settings)")
     args = parser.parse_args()
     if args.generator_seed in args.seeds:
         raise SystemExit(f"--generator-seed {args.generator_seed} is one of --seeds: the generator's encoder must "

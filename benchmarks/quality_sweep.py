@@ -147,8 +147,11 @@ def summarise(base: dict, results: dict, out: Path, seeds: list[str], compare: l
     """sweep.md: each setting's balanced accuracies and its gain over stage 1 paired by seed (``seeds``)."""
     rows = ["| setting | seeds | kNN bal. acc | kNN gain over stage 1 | linear bal. acc | linear gain over stage 1 |",
             "|---|---|---|---|---|---|"]
-    reference = {"name": "stage3 (quality.py)", "seeds": {s: base["seeds"][s]["stage3"] for s in seeds}}
+    reference = {"name": "stage3 (quality.py)", "seeds": {s: base["seeds"][s]["stage3"] for s in seeds
+                                                          if "stage3" in base["seeds"][s]}}
     for entry in [reference, *results.values()]:
+        if not entry["seeds"]:
+            continue  # quality.py ran without its stage 3 (--variants with no names)
         seeds_done = [s for s in seeds if s in entry["seeds"]]
         cells = []
         for probe in ("knn", "linear"):
