@@ -40,6 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gensis.atomic import atomic_path  # noqa: E402
 from gensis.data.tile_source import ImageFolderTiles  # noqa: E402
 from gensis.evaluation.split import train_test_split  # noqa: E402
 
@@ -63,6 +64,19 @@ def once(marker: Path, work) -> float:
     seconds = work()
     marker.write_text(json.dumps({"seconds": seconds}))
     return seconds
+
+
+def save_entry(results_json: Path, name: str, entry: dict) -> dict:
+    """Write ``entry`` as ``name`` in ``results_json`` (atomically), keeping the seeds and seconds that other
+    invocations (other seeds of the same setting) wrote meanwhile; returns the file's new contents."""
+    results = json.loads(results_json.read_text()) if results_json.is_file() else {}
+    stored = results.get(name, {})
+    for key in ("seeds", "seconds"):
+        entry[key] = {**stored.get(key, {}), **entry[key]}
+    results[name] = entry
+    with atomic_path(results_json) as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
+    return results
 
 
 def train(command: str, run: Path, *args: str) -> float:

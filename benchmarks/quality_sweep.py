@@ -33,9 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from quality import FEW_SHOT, ROOT, cell, evaluate, gensis, interval, once, train
-
-from gensis.atomic import atomic_path
+from quality import FEW_SHOT, ROOT, cell, evaluate, gensis, interval, once, save_entry, train
 
 
 def parse_setting(tokens: list[str]) -> dict:
@@ -108,15 +106,8 @@ def main() -> None:
             entry["seconds"][str(seed)] = train(setting["command"], run, f"data.path={data / 'ssl'}", *extra,
                                                 recipe, f"seed={seed}", *setting["overrides"])
             entry["seeds"][str(seed)] = evaluate(str(run), folder / f"eval_seed{seed}", data, args.recipe, seed)
-            # read again before writing: another sweep (other settings, or other seeds of this one) may have
-            # written meanwhile; its seeds are kept
-            results = json.loads(sweep_json.read_text()) if sweep_json.is_file() else {}
-            stored = results.get(name, {})
-            for key in ("seeds", "seconds"):
-                entry[key] = {**stored.get(key, {}), **entry[key]}
-            results[name] = entry
-            with atomic_path(sweep_json) as tmp:
-                tmp.write_text(json.dumps(results, indent=2))
+            # another sweep (other settings, or other seeds of this one) may have written meanwhile
+            results = save_entry(sweep_json, name, entry)
     summarise(base, results, out, [str(s) for s in args.seeds], args.compare)
 
 

@@ -11,7 +11,8 @@ the recipe plus the overrides, then ``gensis eval`` like the quality benchmark. 
 per setting: the final DINO loss as a share of ln K (mean of the last 5 logged steps), the
 teacher's entropy after centring (last epoch, share of ln K), the agreement of the teacher on
 two views, kNN and linear balanced accuracy, and their gain over the untrained encoder.
-Writes recipes.json and recipes.md in OUT; resumable.
+Writes recipes.json and recipes.md in OUT; resumable, and invocations with other seeds of a
+setting may share OUT (each keeps the seeds the others wrote).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from quality import ROOT, cell, evaluate, prepare_split, train
+from quality import ROOT, cell, evaluate, prepare_split, save_entry, train
 
 from gensis.training.run_dir import metric_points
 
@@ -74,7 +75,7 @@ def main() -> None:
             scores = evaluate(str(run), out / "recipes" / name / f"eval_seed{seed}", data, args.recipe, seed)
             entry["seeds"][str(seed)] = {**run_summary(run), **{p: scores[p]["balanced_accuracy"]
                                                                 for p in ("knn", "linear")}}
-            results_json.write_text(json.dumps(results, indent=2))
+            results = save_entry(results_json, name, entry)
     summarise(results, random, out)
 
 
