@@ -24,7 +24,7 @@ def test_noise_level_zero_gives_the_embedding_back_on_its_scale():
 
 
 def test_noise_follows_the_ddpm_formula_with_the_images_seed():
-    e = torch.randn(2, 16)
+    e = torch.randn(2, 16, generator=torch.Generator().manual_seed(0))   # fixed: the last check is a constructed case
     out = noise_condition(e, [300, 999], ABAR, seeds=[7, 8])
     scaled = torch.nn.functional.normalize(e, dim=-1) * math.sqrt(16)   # unit variance per dimension
     for row, level, seed in zip(range(2), (300, 999), (7, 8)):
@@ -66,6 +66,7 @@ def test_generate_noises_views_only_and_keeps_interpolations_exact():
 
 
 def test_guidance_below_one_weakens_the_condition_and_zero_ignores_it():
+    torch.manual_seed(0)                                                  # the suite's RNG state does not decide it
     pipe = tiny_pipeline()
     with torch.no_grad():
         pipe.conditioner.null_embedding.normal_()                         # a null embedding unlike any condition
