@@ -1,14 +1,25 @@
 import csv
 import os
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def seeded_global_rng():
+    """Every test starts from the same state of torch's, numpy's and Python's global RNGs, so a test's
+    unseeded draws do not depend on which tests ran before it (or on -k / -x)."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +62,6 @@ def labeled_tiles(tmp_path_factory):
 
 def synthetic_labeled_tiles(work: Path, root: Path) -> list[dict]:
     """Tile a small synthetic slide and keep 12 tiles of 3 of its textures, groups of 3 neighbouring tiles."""
-    import numpy as np
     from PIL import Image
 
     from gensis.config.tile import TileConfig, TileParams
