@@ -42,7 +42,6 @@ def main() -> None:
     if args.out.exists():
         raise SystemExit(f"{args.out} exists: give a new path")
     tiles = open_tiles(args.tiles)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:
         shutil.copyfile(args.views, tmp)
         with h5py.File(tmp, "r+") as store:

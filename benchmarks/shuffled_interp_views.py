@@ -46,7 +46,6 @@ def main() -> None:
         raise SystemExit(f"{args.out} exists: give a new path")
     if not args.views.is_file():
         raise SystemExit(f"--views {args.views}: no such file; give a views store written by gensis generate")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:
         shutil.copyfile(args.views, tmp)
         with h5py.File(tmp, "r+") as store:
