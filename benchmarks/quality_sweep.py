@@ -12,7 +12,7 @@ trains one encoder per seed into ``OUT/sweep/NAME/seed<k>`` (stage 3 by default;
 stage-1 control, e.g. one with as much compute as stage 3). Overrides written ``generate:KEY=VALUE``
 draw the setting's own views store first (``OUT/sweep/NAME/views.h5``, once per split) with
 those generate overrides; a ``views=PATH`` override (an absolute path, or one relative to the
-repository root) trains on that store instead (e.g. benchmarks/pixel_mix_views.py's, or one
+repository root) trains on that store instead (e.g. one of benchmarks/interp_controls.py's, or one
 drawn by a longer-trained stage 2). Every encoder is evaluated like quality.py's; the table gives each
 setting's kNN and linear balanced accuracy and its gain over stage 1 paired by seed, beside
 quality.py's own stage 3 for reference. ``--compare A B`` adds B's gains over A paired by seed, with 95%
