@@ -19,8 +19,8 @@
    macro-F1 and AUC, mean and spread over seeds, and the gains over stage 1 and over the
    control paired by seed with 95% t-intervals.
 
-Seeds may be trained by separate invocations (``--seeds``): each merges its seeds into
-quality.json (the other settings must be the same). Writes quality.json, quality.md (tables)
+Seeds may be trained by separate invocations (``--seeds``), one after another or side by side: each
+merges its seeds into quality.json under a lock (the other settings must be the same). Writes quality.json, quality.md (tables)
 and quality.png (plot) in ``--out``. Every step is resumable: run the same command again
 after a kill.
 """
@@ -33,6 +33,7 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -66,17 +67,50 @@ def once(marker: Path, work) -> float:
     return seconds
 
 
+@contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock on ``path.lock`` (beside ``path``): invocations running side by side then read,
+    merge and write ``path`` one at a time."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def save_entry(results_json: Path, name: str, entry: dict) -> dict:
     """Write ``entry`` as ``name`` in ``results_json`` (atomically), keeping the seeds and seconds that other
     invocations (other seeds of the same setting) wrote meanwhile; returns the file's new contents."""
-    results = json.loads(results_json.read_text()) if results_json.is_file() else {}
-    stored = results.get(name, {})
-    for key in ("seeds", "seconds"):
-        entry[key] = {**stored.get(key, {}), **entry[key]}
-    results[name] = entry
-    with atomic_path(results_json) as tmp:
-        tmp.write_text(json.dumps(results, indent=2))
+    with locked(results_json):
+        results = json.loads(results_json.read_text()) if results_json.is_file() else {}
+        stored = results.get(name, {})
+        for key in ("seeds", "seconds"):
+            entry[key] = {**stored.get(key, {}), **entry[key]}
+        results[name] = entry
+        with atomic_path(results_json) as tmp:
+            tmp.write_text(json.dumps(results, indent=2))
     return results
+
+
+def save_results(quality_json: Path, own: dict, elapsed: float) -> dict:
+    """Merge one invocation's settings, seeds' scores and seconds (``own``) into ``quality_json`` (atomically),
+    keeping what other invocations wrote meanwhile (their seeds, their per-seed seconds) and adding ``elapsed``
+    to the wall-clock seconds. Returns the merged results."""
+    with locked(quality_json):
+        stored = json.loads(quality_json.read_text()) if quality_json.is_file() else {}
+        seconds = dict(stored.get("seconds", {}))
+        for key, value in own["seconds"].items():
+            both = isinstance(value, dict) and isinstance(seconds.get(key), dict)
+            seconds[key] = {**seconds[key], **value} if both else value
+        merged = {**stored, **own, "seconds": seconds, "seeds": {**stored.get("seeds", {}), **own["seeds"]},
+                  "wall_seconds": stored.get("wall_seconds", 0.0) + elapsed}
+        with atomic_path(quality_json) as tmp:
+            tmp.write_text(json.dumps(merged, indent=2))
+    return merged
 
 
 def train(command: str, run: Path, *args: str) -> float:
@@ -185,13 +219,13 @@ def main() -> None:
                 "generator_seed": args.generator_seed, "control_factor": args.control_factor,
                 "stage3_overrides": args.stage3, "generate_overrides": args.generate}
     quality_json = out / "quality.json"
-    results = json.loads(quality_json.read_text()) if quality_json.is_file() else {}
-    changed = [k for k in settings if results and results.get(k) != settings[k]]
+    stored = json.loads(quality_json.read_text()) if quality_json.is_file() else {}
+    changed = [k for k in settings if stored and stored.get(k) != settings[k]]
     if changed:
         raise SystemExit(f"{quality_json} was made with other settings ({', '.join(changed)}); give another --out")
-    results = {"seconds": {}, "seeds": {}, **results, **settings}
+    own = {**settings, "seconds": {}, "seeds": {}}   # this invocation's: merged into quality.json at each write
 
-    seconds = results["seconds"]
+    seconds = own["seconds"]
     generator = out / "generator"
     conditioning = generator / "stage1"
     seconds["generator_stage1"] = train("stage1", conditioning, f"data.path={data / 'ssl'}", recipe,
@@ -209,6 +243,8 @@ def main() -> None:
         f"data.path={data / 'ssl'}", f"out={views}", recipe, f"seed={args.split_seed}", *args.generate))
     random_scores = evaluate("random", out / "eval_random", data, args.recipe, args.split_seed)
     control_epochs = max(1, round(recipe_epochs(args.recipe) * args.control_factor))
+    results = save_results(quality_json, own, time.perf_counter() - started)
+    started = time.perf_counter()
 
     for seed in args.seeds:
         run = out / f"seed{seed}"
@@ -226,10 +262,9 @@ def main() -> None:
         scores = {"random": random_scores}
         for name in ("stage1", "stage1_control", *args.variants):
             scores[name] = evaluate(str(run / name), run / f"eval_{name}", data, args.recipe, seed)
-        results["seeds"][str(seed)] = scores
-        results["wall_seconds"] = results.get("wall_seconds", 0.0) + time.perf_counter() - started
+        own["seeds"][str(seed)] = scores
+        results = save_results(quality_json, own, time.perf_counter() - started)
         started = time.perf_counter()
-        quality_json.write_text(json.dumps(results, indent=2))
     summarise(results, out)
 
 

@@ -1,0 +1,67 @@
+"""benchmarks/quality.py: seeds trained by separate invocations, side by side, all end up in one results file."""
+
+import importlib.util
+import json
+import multiprocessing
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("quality_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def own(seeds, settings=None):
+    """What one invocation measured: its seeds' scores and seconds, and the generator's seconds."""
+    return {**(settings or {"recipe": "tiny"}), "seeds": {str(s): {"stage1": {"knn": s / 10}} for s in seeds},
+            "seconds": {"stage2": 7.0, "stage1": {str(s): 100.0 + s for s in seeds}}}
+
+
+def test_two_invocations_started_together_keep_each_others_seeds(tmp_path):
+    quality = load_script()
+    path = tmp_path / "quality.json"
+    quality.save_results(path, own([0]), 5.0)
+    # two invocations that read the file when it held seed 0 only, then finish one after the other
+    quality.save_results(path, own([1]), 10.0)
+    merged = quality.save_results(path, own([2]), 20.0)
+    assert json.loads(path.read_text()) == merged
+    assert sorted(merged["seeds"]) == ["0", "1", "2"]
+    assert merged["seeds"]["1"] == {"stage1": {"knn": 0.1}}
+    assert merged["seconds"] == {"stage2": 7.0, "stage1": {"0": 100.0, "1": 101.0, "2": 102.0}}
+    assert merged["wall_seconds"] == 35.0
+    assert merged["recipe"] == "tiny"
+
+
+def test_a_seed_trained_again_replaces_its_own_scores_only(tmp_path):
+    quality = load_script()
+    path = tmp_path / "quality.json"
+    quality.save_results(path, own([0, 1]), 1.0)
+    again = own([1])
+    again["seeds"]["1"] = {"stage1": {"knn": 0.9}}
+    merged = quality.save_results(path, again, 1.0)
+    assert merged["seeds"] == {"0": {"stage1": {"knn": 0.0}}, "1": {"stage1": {"knn": 0.9}}}
+
+
+def write_many(args):
+    path, first = args
+    quality = load_script()
+    for seed in range(first, first + 15):
+        quality.save_results(Path(path), own([seed]), 1.0)
+        quality.save_entry(Path(path).with_name("sweep.json"), "setting",
+                           {"seeds": {str(seed): seed}, "seconds": {str(seed): 1.0}})
+
+
+def test_writers_running_at_the_same_time_lose_nothing(tmp_path):
+    path = tmp_path / "quality.json"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(write_many, [(str(path), first) for first in (0, 100, 200, 300)])
+    expected = sorted(str(first + k) for first in (0, 100, 200, 300) for k in range(15))
+    results = json.loads(path.read_text())
+    assert sorted(results["seeds"]) == expected
+    assert sorted(results["seconds"]["stage1"]) == expected
+    assert results["wall_seconds"] == 60.0
+    assert sorted(json.loads((tmp_path / "sweep.json").read_text())["setting"]["seeds"]) == expected
