@@ -1,4 +1,5 @@
 import csv
+import importlib.util
 import os
 import random
 import shutil
@@ -106,6 +107,17 @@ def tiny_demo(tmp_path_factory):
     assert result.returncode == 0, result.stderr[-3000:]
     (root / "first_run.log").write_text(result.stdout)
     return root / "demo"
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+    """The module of the script ``benchmarks/<name>.py`` (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 HANG_GUARD_S = 1800  # against a hang only: a slow or busy machine must never fail a test

@@ -1,6 +1,5 @@
 """benchmarks/interp_controls.py: control stores for the disentanglement task (what its images show)."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,17 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import HANG_GUARD_S
+from tests.conftest import BENCHMARKS, HANG_GUARD_S, load_benchmark
 from tests.test_stage3 import write_views
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "interp_controls.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("interp_controls", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = BENCHMARKS / "interp_controls.py"
 
 
 def control(views, out, *args):
@@ -45,7 +37,7 @@ def level(index):
 
 @pytest.mark.parametrize("n", [2, 3, 7, 50])
 def test_derangement_is_a_permutation_without_fixed_points(n):
-    derangement = load_script().derangement
+    derangement = load_benchmark("interp_controls").derangement
     for seed in range(20):
         order = derangement(n, seed)
         assert sorted(order.tolist()) == list(range(n))
@@ -54,7 +46,7 @@ def test_derangement_is_a_permutation_without_fixed_points(n):
 
 
 def test_third_tiles_are_never_of_the_pair_and_cover_the_rest_evenly():
-    third_tiles = load_script().third_tiles
+    third_tiles = load_benchmark("interp_controls").third_tiles
     pairs = np.array([[1, 3]] * 3000 + [[4, 0]] * 3000 + [[2, 2]] * 3000)
     chosen = third_tiles(pairs, 5, seed=0)
     for block, allowed in ((chosen[:3000], {0, 2, 4}), (chosen[3000:6000], {1, 2, 3}),

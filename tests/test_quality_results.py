@@ -1,18 +1,10 @@
 """benchmarks/quality.py: seeds trained by separate invocations, side by side, all end up in one results file."""
 
-import importlib.util
 import json
 import multiprocessing
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("quality_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_benchmark
 
 
 def own(seeds, settings=None):
@@ -22,7 +14,7 @@ def own(seeds, settings=None):
 
 
 def test_two_invocations_started_together_keep_each_others_seeds(tmp_path):
-    quality = load_script()
+    quality = load_benchmark("quality")
     path = tmp_path / "quality.json"
     quality.save_results(path, own([0]), 5.0)
     # two invocations that read the file when it held seed 0 only, then finish one after the other
@@ -37,7 +29,7 @@ def test_two_invocations_started_together_keep_each_others_seeds(tmp_path):
 
 
 def test_a_seed_trained_again_replaces_its_own_scores_only(tmp_path):
-    quality = load_script()
+    quality = load_benchmark("quality")
     path = tmp_path / "quality.json"
     quality.save_results(path, own([0, 1]), 1.0)
     again = own([1])
@@ -48,7 +40,7 @@ def test_a_seed_trained_again_replaces_its_own_scores_only(tmp_path):
 
 def write_many(args):
     path, first = args
-    quality = load_script()
+    quality = load_benchmark("quality")
     for seed in range(first, first + 15):
         quality.save_results(Path(path), own([seed]), 1.0)
         quality.save_entry(Path(path).with_name("sweep.json"), "setting",
