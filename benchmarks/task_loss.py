@@ -2,7 +2,7 @@
 
     python benchmarks/task_loss.py --settings simclr_genp0 simclr_genp0_short --seeds 10 11 12 13 [--out OUT]
 
-For each setting (a folder ``OUT/sweep/NAME`` of ``quality_sweep.py``) and seed, the mean of ``train/disentangle``
+For each setting (a folder ``OUT/sweep/NAME`` of ``quality_sweep.py``) and seed whose run finished, the mean of ``train/disentangle``
 in ``metrics.csv`` over the steps in the last ``--late`` share of the run (default: the second half). With
 SimCLR the task is InfoNCE of the interpolated image against its alpha-mixed target among the batch's B mixed
 targets (gensis/losses/info_nce.py), so a student that cannot tell which target is its image's scores ln B (equal
@@ -40,6 +40,11 @@ def chance(run: Path) -> float | None:
     return math.log(config["data"]["batch_size"])
 
 
+def finished_runs(folder: Path, seeds: list[int]) -> list[tuple[int, Path]]:
+    """(seed, run folder) of the seeds whose run in a sweep setting's ``folder`` finished (``seed<k>.done.json``)."""
+    return [(s, folder / f"seed{s}") for s in seeds if (folder / f"seed{s}.done.json").is_file()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="+", required=True, help="quality_sweep.py setting names")
@@ -51,8 +56,7 @@ def main() -> None:
     print("| setting | seeds | task loss per seed | mean | chance (ln B) |")
     print("|---|---|---|---|---|")
     for name in args.settings:
-        runs = [(s, args.out / "sweep" / name / f"seed{s}") for s in args.seeds]
-        runs = [(s, run) for s, run in runs if (run / "metrics.csv").is_file()]
+        runs = finished_runs(args.out / "sweep" / name, args.seeds)
         if not runs:
             print(f"| {name} | - | no runs | - | - |")
             continue

@@ -42,3 +42,13 @@ def test_chance_is_ln_b_for_simclr_on_one_process(tmp_path, method, devices, exp
     config = {"ssl": {"method": method}, "data": {"batch_size": 32}, "trainer": {"devices": devices}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     assert load_benchmark("task_loss").chance(tmp_path) == (pytest.approx(expected) if expected else None)
+
+
+def test_only_finished_runs_are_read(tmp_path):
+    for seed in (1, 2, 3):
+        (tmp_path / f"seed{seed}").mkdir()
+        write_metrics(tmp_path / f"seed{seed}" / "metrics.csv", [1.0])
+    (tmp_path / "seed1.done.json").write_text("{}")
+    (tmp_path / "seed3.done.json").write_text("{}")   # seed 2 still training: its metrics are partial
+    assert load_benchmark("task_loss").finished_runs(tmp_path, [1, 2, 3, 4]) == [(1, tmp_path / "seed1"),
+                                                                               (3, tmp_path / "seed3")]
