@@ -32,6 +32,7 @@ from PIL import Image
 
 from gensis.atomic import atomic_path
 from gensis.data.tile_source import open_tiles
+from gensis.data.views_store import check_views_store
 from gensis.errors import GensisError
 
 IMAGES = ("blend", "third", "nearer", "shuffled")
@@ -68,6 +69,15 @@ def third_tiles(pairs: np.ndarray, n_tiles: int, seed: int) -> np.ndarray:
         k += low != high and k >= high
         chosen[j] = k
     return chosen
+
+
+def store_keys(views: Path) -> list[str]:
+    """The tile keys a views store was drawn for."""
+    try:
+        with h5py.File(views, "r") as store:
+            return [k.decode() if isinstance(k, bytes) else str(k) for k in store["keys"][:]]
+    except (OSError, KeyError) as err:
+        raise GensisError(f"--views {views}: not a views store ({err}); give one written by gensis generate") from None
 
 
 def replace_images(store: h5py.File, image: str, tiles, seed: int) -> None:
@@ -117,14 +127,13 @@ def main() -> None:
                                                       "give --tiles, the tile source the store was drawn for"))
     try:
         tiles = open_tiles(args.tiles) if args.tiles else None
+        keys = list(tiles.keys) if tiles is not None else store_keys(args.views)
+        check_views_store(args.views, keys, need_views=False, need_interpolations=True,
+                          source=str(args.tiles or args.views))
         with h5py.File(args.views, "r") as store:
-            n = len(store["interp/images"]) if "interp/images" in store else 0
-            keys = [k.decode() if isinstance(k, bytes) else str(k) for k in store["keys"][:]]
-        least = 2 if args.image == "shuffled" else 1
-        if n < least:
-            raise GensisError(f"--views {args.views}: {n} interpolated images, {args.image} needs at least {least}")
-        if tiles is not None and keys != list(tiles.keys):
-            raise GensisError(f"--tiles {args.tiles}: not the tiles {args.views} was drawn for (keys differ)")
+            n = len(store["interp/images"])
+        if args.image == "shuffled" and n < 2:
+            raise GensisError(f"--views {args.views}: {n} interpolated image, shuffled needs at least 2")
         if args.image == "third" and len(keys) < 3:
             raise GensisError(f"--views {args.views}: {len(keys)} tiles, a third tile needs at least 3")
         with atomic_path(args.out) as tmp:

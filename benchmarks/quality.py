@@ -19,8 +19,9 @@
    macro-F1 and AUC, mean and spread over seeds, and the gains over stage 1 and over the
    control paired by seed with 95% t-intervals.
 
-Seeds may be trained by separate invocations (``--seeds``), one after another or side by side: each
-merges its seeds into quality.json under a lock (the other settings must be the same). Writes quality.json, quality.md (tables)
+Seeds may be trained by separate invocations (``--seeds``): each merges its seeds into quality.json
+under a lock (the other settings must be the same). Once one invocation has made the split and the
+generator (steps 1-2), others may run side by side; before that, run one alone. Writes quality.json, quality.md (tables)
 and quality.png (plot) in ``--out``. Every step is resumable: run the same command again
 after a kill.
 """
@@ -41,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gensis.atomic import atomic_path  # noqa: E402
+from gensis.atomic import atomic_path, write_text  # noqa: E402
 from gensis.data.tile_source import ImageFolderTiles  # noqa: E402
 from gensis.evaluation.split import train_test_split  # noqa: E402
 
@@ -63,18 +64,18 @@ def once(marker: Path, work) -> float:
     if marker.is_file():
         return json.loads(marker.read_text())["seconds"]
     seconds = work()
-    marker.write_text(json.dumps({"seconds": seconds}))
+    write_text(marker, json.dumps({"seconds": seconds}))   # atomic: another invocation may be reading it
     return seconds
 
 
 @contextmanager
 def locked(path: Path):
-    """Hold an exclusive lock on ``path.lock`` (beside ``path``): invocations running side by side then read,
+    """Hold an exclusive lock on ``.<name>.lock`` beside ``path``: invocations running side by side then read,
     merge and write ``path`` one at a time."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a") as handle:
+    with open(path.with_name(f".{path.name}.lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -99,9 +100,14 @@ def save_entry(results_json: Path, name: str, entry: dict) -> dict:
 def save_results(quality_json: Path, own: dict, elapsed: float) -> dict:
     """Merge one invocation's settings, seeds' scores and seconds (``own``) into ``quality_json`` (atomically),
     keeping what other invocations wrote meanwhile (their seeds, their per-seed seconds) and adding ``elapsed``
-    to the wall-clock seconds. Returns the merged results."""
+    to ``wall_seconds`` (summed over invocations, so more than the wall clock when they overlap). Returns the
+    merged results."""
     with locked(quality_json):
         stored = json.loads(quality_json.read_text()) if quality_json.is_file() else {}
+        changed = [k for k in own if k not in ("seeds", "seconds") and k in stored and stored[k] != own[k]]
+        if changed:
+            raise SystemExit(f"{quality_json} was made meanwhile with other settings ({', '.join(changed)}); "
+                             f"give another --out")
         seconds = dict(stored.get("seconds", {}))
         for key, value in own["seconds"].items():
             both = isinstance(value, dict) and isinstance(seconds.get(key), dict)

@@ -24,8 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def late_mean(metrics_csv: Path, late: float = 0.5, column: str = "train/disentangle") -> float:
     """Mean of ``column`` over the rows whose step is in the last ``late`` share of the run's steps."""
-    rows = [(int(r["step"]), float(r[column])) for r in csv.DictReader(open(metrics_csv, newline=""))
-            if r.get(column) and r.get("step")]
+    if not 0 < late <= 1:
+        raise SystemExit(f"--late {late}: give a share of the run in (0, 1]")
+    if not metrics_csv.is_file():
+        raise SystemExit(f"{metrics_csv}: no such file (a finished run writes one)")
+    with open(metrics_csv, newline="") as handle:
+        rows = [(int(r["step"]), float(r[column])) for r in csv.DictReader(handle) if r.get(column) and r.get("step")]
     if not rows:
         raise SystemExit(f"{metrics_csv}: no {column} values (was the task on in this run?)")
     last = max(step for step, _ in rows)
@@ -34,7 +38,8 @@ def late_mean(metrics_csv: Path, late: float = 0.5, column: str = "train/disenta
 
 def chance(run: Path) -> float | None:
     """ln B for the InfoNCE task (SimCLR) of a one-process run at batch size B, else None."""
-    config = yaml.safe_load(open(run / "config.yaml"))
+    with open(run / "config.yaml") as handle:
+        config = yaml.safe_load(handle)
     if config["ssl"]["method"] != "simclr" or str(config["trainer"]["devices"]) != "1":
         return None
     return math.log(config["data"]["batch_size"])

@@ -100,8 +100,29 @@ def test_tiles_of_another_store_are_refused_in_one_line(solid_tiles, tmp_path):
     views = write_views(tmp_path / "other.h5", ["a.png", "b.png", "c.png"], interpolations=4, size=16)
     out = tmp_path / "out.h5"
     result = control(views, out, "--image", "blend", "--tiles", str(tiles))
-    assert result.returncode != 0 and "keys differ" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode != 0 and str(views) in result.stderr and "another tile source" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
+@pytest.mark.parametrize("args, says", [(["--image", "third"], "give --tiles"),
+                                        (["--image", "shuffled", "--tiles", "TILES"], "takes no --tiles")])
+def test_tiles_missing_or_not_wanted_are_named_in_one_line(solid_tiles, tmp_path, args, says):
+    tiles, views = solid_tiles
+    out = tmp_path / "out.h5"
+    result = control(views, out, *[str(tiles) if a == "TILES" else a for a in args])
+    assert result.returncode != 0 and says in result.stderr and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_a_file_that_is_not_a_views_store_is_refused_in_one_line(solid_tiles, tmp_path):
+    tiles, _ = solid_tiles
+    views = tmp_path / "views.h5"
+    views.write_bytes(b"not hdf5")
+    out = tmp_path / "out.h5"
+    for args in (["--image", "shuffled"], ["--image", "blend", "--tiles", str(tiles)]):
+        result = control(views, out, *args)
+        assert result.returncode != 0 and str(views) in result.stderr and "Traceback" not in result.stderr
+        assert not out.exists()
 
 
 def test_an_existing_output_is_refused_and_left_as_it_was(tmp_path):

@@ -4,6 +4,8 @@ import json
 import multiprocessing
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import load_benchmark
 
 
@@ -13,11 +15,11 @@ def own(seeds, settings=None):
             "seconds": {"stage2": 7.0, "stage1": {str(s): 100.0 + s for s in seeds}}}
 
 
-def test_two_invocations_started_together_keep_each_others_seeds(tmp_path):
+def test_each_write_merges_into_what_other_invocations_wrote(tmp_path):
     quality = load_benchmark("quality")
     path = tmp_path / "quality.json"
     quality.save_results(path, own([0]), 5.0)
-    # two invocations that read the file when it held seed 0 only, then finish one after the other
+    # two more invocations, each writing only its own seed
     quality.save_results(path, own([1]), 10.0)
     merged = quality.save_results(path, own([2]), 20.0)
     assert json.loads(path.read_text()) == merged
@@ -26,6 +28,16 @@ def test_two_invocations_started_together_keep_each_others_seeds(tmp_path):
     assert merged["seconds"] == {"stage2": 7.0, "stage1": {"0": 100.0, "1": 101.0, "2": 102.0}}
     assert merged["wall_seconds"] == 35.0
     assert merged["recipe"] == "tiny"
+
+
+def test_a_file_made_meanwhile_with_other_settings_is_refused_and_kept(tmp_path):
+    quality = load_benchmark("quality")
+    path = tmp_path / "quality.json"
+    quality.save_results(path, own([0], {"recipe": "tiny"}), 1.0)
+    before = path.read_text()
+    with pytest.raises(SystemExit, match="recipe"):
+        quality.save_results(path, own([1], {"recipe": "other"}), 1.0)
+    assert path.read_text() == before
 
 
 def test_a_seed_trained_again_replaces_its_own_scores_only(tmp_path):
@@ -39,8 +51,9 @@ def test_a_seed_trained_again_replaces_its_own_scores_only(tmp_path):
 
 
 def write_many(args):
-    path, first = args
+    path, first, start = args
     quality = load_benchmark("quality")
+    start.wait()   # every writer loaded: their writes overlap
     for seed in range(first, first + 15):
         quality.save_results(Path(path), own([seed]), 1.0)
         quality.save_entry(Path(path).with_name("sweep.json"), "setting",
@@ -49,8 +62,10 @@ def write_many(args):
 
 def test_writers_running_at_the_same_time_lose_nothing(tmp_path):
     path = tmp_path / "quality.json"
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        pool.map(write_many, [(str(path), first) for first in (0, 100, 200, 300)])
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(4) as pool:
+        start = manager.Barrier(4)
+        pool.map(write_many, [(str(path), first, start) for first in (0, 100, 200, 300)])
     expected = sorted(str(first + k) for first in (0, 100, 200, 300) for k in range(15))
     results = json.loads(path.read_text())
     assert sorted(results["seeds"]) == expected

@@ -34,6 +34,8 @@ def test_a_run_without_the_task_is_named_in_one_line(tmp_path):
     write_metrics(path, [""] * 5)
     with pytest.raises(SystemExit, match="no train/disentangle"):
         task_loss.late_mean(path)
+    with pytest.raises(SystemExit, match="in \\(0, 1\\]"):
+        task_loss.late_mean(path, late=0.0)
 
 
 @pytest.mark.parametrize("method, devices, expected", [("simclr", "1", math.log(32)), ("simclr", 2, None),
