@@ -21,9 +21,9 @@
 
 Seeds may be trained by separate invocations (``--seeds``): each merges its seeds into quality.json
 under a lock (the other settings must be the same). Once one invocation has made the split and the
-generator (steps 1-2), others may run side by side; before that, run one alone. Writes quality.json, quality.md (tables)
-and quality.png (plot) in ``--out``. Every step is resumable: run the same command again
-after a kill.
+generator (steps 1-2), others may run side by side; before that, run one alone. Writes quality.json,
+quality.md (tables) and quality.png (plot) in ``--out``. Every step is resumable: run the same
+command again after a kill.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gensis.atomic import atomic_path, write_text  # noqa: E402
+from gensis.atomic import write_text  # noqa: E402
 from gensis.data.tile_source import ImageFolderTiles  # noqa: E402
 from gensis.evaluation.split import train_test_split  # noqa: E402
 
@@ -83,18 +83,25 @@ def locked(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def merge_json(path: Path, merge) -> dict:
+    """Under the lock, read ``path`` (``{}`` if absent), write ``merge(stored)`` to it atomically and return it."""
+    with locked(path):
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+        merged = merge(stored)
+        write_text(path, json.dumps(merged, indent=2))
+    return merged
+
+
 def save_entry(results_json: Path, name: str, entry: dict) -> dict:
     """Write ``entry`` as ``name`` in ``results_json`` (atomically), keeping the seeds and seconds that other
     invocations (other seeds of the same setting) wrote meanwhile; returns the file's new contents."""
-    with locked(results_json):
-        results = json.loads(results_json.read_text()) if results_json.is_file() else {}
+    def merge(results: dict) -> dict:
         stored = results.get(name, {})
         for key in ("seeds", "seconds"):
             entry[key] = {**stored.get(key, {}), **entry[key]}
-        results[name] = entry
-        with atomic_path(results_json) as tmp:
-            tmp.write_text(json.dumps(results, indent=2))
-    return results
+        return {**results, name: entry}
+
+    return merge_json(results_json, merge)
 
 
 def save_results(quality_json: Path, own: dict, elapsed: float) -> dict:
@@ -102,8 +109,7 @@ def save_results(quality_json: Path, own: dict, elapsed: float) -> dict:
     keeping what other invocations wrote meanwhile (their seeds, their per-seed seconds) and adding ``elapsed``
     to ``wall_seconds`` (summed over invocations, so more than the wall clock when they overlap). Returns the
     merged results."""
-    with locked(quality_json):
-        stored = json.loads(quality_json.read_text()) if quality_json.is_file() else {}
+    def merge(stored: dict) -> dict:
         changed = [k for k in own if k not in ("seeds", "seconds") and k in stored and stored[k] != own[k]]
         if changed:
             raise SystemExit(f"{quality_json} was made meanwhile with other settings ({', '.join(changed)}); "
@@ -112,11 +118,10 @@ def save_results(quality_json: Path, own: dict, elapsed: float) -> dict:
         for key, value in own["seconds"].items():
             both = isinstance(value, dict) and isinstance(seconds.get(key), dict)
             seconds[key] = {**seconds[key], **value} if both else value
-        merged = {**stored, **own, "seconds": seconds, "seeds": {**stored.get("seeds", {}), **own["seeds"]},
-                  "wall_seconds": stored.get("wall_seconds", 0.0) + elapsed}
-        with atomic_path(quality_json) as tmp:
-            tmp.write_text(json.dumps(merged, indent=2))
-    return merged
+        return {**stored, **own, "seconds": seconds, "seeds": {**stored.get("seeds", {}), **own["seeds"]},
+                "wall_seconds": stored.get("wall_seconds", 0.0) + elapsed}
+
+    return merge_json(quality_json, merge)
 
 
 def train(command: str, run: Path, *args: str) -> float:
