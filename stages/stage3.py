@@ -153,7 +153,8 @@ def run(cfg: Stage3Config) -> int:
     out, ckpt = prepare_run_dir(cfg.out, cfg, cfg.resume, keys=tiles.keys, views=views)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset = GenDINOTiles(tiles, cfg.views, cfg.gen.p, interpolations, cfg.crops, cfg.augment, IMAGENET_MEAN,
-                           IMAGENET_STD, on_device=cfg.augment.on_gpu, curriculum=cfg.gen.curriculum)
+                           IMAGENET_STD, on_device=cfg.augment.on_gpu, curriculum=cfg.gen.curriculum,
+                           interp_target=cfg.disentangle.target)
     method = cfg.ssl.method
     curves = ("train/loss", f"train/{method}", *(("train/disentangle",) if interpolations else ()), "train/lr")
     module = GenDINOModule if method == "dino" else GenSiameseModule

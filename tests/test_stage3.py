@@ -248,6 +248,38 @@ def test_interpolated_items_carry_their_sources_in_order(labeled_tiles, views):
         assert "generated_image" not in item                       # gen.p = 0: no second copy of the tile
 
 
+def test_the_self_control_keeps_the_interpolated_image_and_drops_its_pair(labeled_tiles, views):
+    """disentangle.target=self: all three images of an item are the stored interpolated image (on the device
+    path only resized), none of them a source tile."""
+    from gensis.data.augment import uint8_transform
+    from PIL import Image
+
+    tiles = open_tiles(labeled_tiles)
+    crops = CropConfig(global_size=16, local_size=8, n_local=2)
+    dataset = GenDINOTiles(tiles, views, 0.0, True, crops, AugmentConfig(source_size=32), (0.5,) * 3, (0.5,) * 3,
+                           on_device=True, interp_target="self")
+    with h5py.File(views, "r") as f:
+        images, pairs, alphas = f["interp/images"][:], f["interp/pairs"][:], f["interp/alpha"][:]
+    resize = uint8_transform(32)
+    for index in range(4):
+        item = dataset[index]
+        j = int(np.argmin(np.abs(alphas - item["alpha"])))
+        stored = resize(Image.fromarray(images[j]))
+        assert all(torch.equal(view, stored) for view in item["interp"])
+        source = resize(Image.fromarray(tiles.load(int(pairs[j][0]))).resize((16, 16), Image.Resampling.BICUBIC))
+        assert not torch.equal(item["interp"][1], source)
+
+
+def test_the_self_control_trains_and_a_wrong_target_is_one_line(labeled_tiles, views, tmp_path):
+    result = stage3(labeled_tiles, tmp_path / "self", f"views={views}", "ssl.method=simclr", "gen.p=0",
+                    "disentangle.target=self")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert all(float(r["train/disentangle"]) > 0 for r in metrics(tmp_path / "self"))
+    wrong = stage3(labeled_tiles, tmp_path / "wrong", f"views={views}", "disentangle.target=pair")
+    assert wrong.returncode == 2 and "disentangle.target" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert not (tmp_path / "wrong").exists()
+
+
 def test_generated_crops_come_from_the_views_store(labeled_tiles, tmp_path):
     """With p = 1 the second global crop is cut from a generated view; interpolated items carry their sources."""
     tiles = open_tiles(labeled_tiles)

@@ -33,10 +33,15 @@ class GenViewsConfig:
 class DisentangleConfig:
     weight: float = _help("lambda of L_dino + lambda * L_dis / P on interpolated images, P the DINO loss's crop "
                           "pairs: 1 weighs the task like one DINO crop pair (0: off)", 1.0)
+    target: str = _help("sources: the interpolated image's target mixes its two source tiles' (the task); self: it "
+                        "mixes two other views of the interpolated image itself, a control that keeps the images "
+                        "and drops the pair", "sources")
 
     def __post_init__(self):
         if self.weight < 0:
             raise ValueError(f"disentangle.weight must be >= 0, got {self.weight}")
+        if self.target not in ("sources", "self"):
+            raise ValueError(f"disentangle.target must be sources or self, got {self.target!r}")
 
 
 @dataclass(frozen=True)

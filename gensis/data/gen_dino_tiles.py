@@ -8,7 +8,9 @@ Item ``i`` is tile ``i`` of the tile source:
   generated view), hand-made augmentations on both; ``generated`` says which items were
   paired so.
 - with ``interpolations``: ``interp`` = three global-size views, of a random interpolated
-  image and of its two source tiles, and ``alpha`` (the weight of the first source).
+  image and of its two source tiles, and ``alpha`` (the weight of the first source). With
+  ``interp_target="self"`` (a control) the two "sources" are two more views of the
+  interpolated image itself: the same images and cost, the pair left out of the target.
 
 With ``on_device=True`` items hold uint8 (3, S, S) images instead of crops (``image``,
 ``generated_image``: the view or the tile again, only when ``p_gen > 0``; ``interp``) and the module cuts the crops on the
@@ -39,11 +41,13 @@ from gensis.errors import GensisError
 
 class GenDINOTiles(Dataset):
     def __init__(self, tiles: TileDataset, views_path, p_gen: float, interpolations: bool, crops: CropConfig,
-                 augment: AugmentConfig, mean, std, on_device: bool = False, curriculum: str = "none"):
+                 augment: AugmentConfig, mean, std, on_device: bool = False, curriculum: str = "none",
+                 interp_target: str = "sources"):
         if tiles.transform is not None:
             raise ValueError("GenDINOTiles needs a tile source without a transform")
         self.tiles = tiles
         self.p_gen, self.interpolations, self.on_device = p_gen, interpolations, on_device
+        self.interp_target = interp_target
         if on_device:
             self.to_uint8 = uint8_transform(augment.source_size)
         else:
@@ -131,8 +135,9 @@ class GenDINOTiles(Dataset):
             store = self._store()
             j = int(torch.randint(0, store["interp/images"].shape[0], ()))
             first, second = (int(t) for t in store["interp/pairs"][j])
-            images = [Image.fromarray(self._read(store["interp/images"], j, f"interpolated image {j}")),
-                      self.load_real(first), self.load_real(second)]
+            image = Image.fromarray(self._read(store["interp/images"], j, f"interpolated image {j}"))
+            images = ([image] * 3 if self.interp_target == "self"
+                      else [image, self.load_real(first), self.load_real(second)])
             make = self.to_uint8 if self.on_device else self.interp_view
             item["interp"] = [make(image) for image in images]
             item["alpha"] = float(store["interp/alpha"][j])
