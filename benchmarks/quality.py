@@ -289,14 +289,22 @@ def cell(v: np.ndarray, signed: bool = False) -> str:
     return mean + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else "")
 
 
-def interval(d: np.ndarray) -> str:
-    """Mean and 95% t-interval of paired differences."""
+def t_interval(d: np.ndarray) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95% t-interval, mean +/- t(0.975, n - 1) s / sqrt(n) (one value: the
+    mean three times)."""
+    mean = float(np.mean(d))
     if len(d) < 2:
-        return f"{d.mean():+.3f}"
+        return mean, mean, mean
     from scipy.stats import t
 
-    half = t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    return f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+    half = float(t.ppf(0.975, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d)))
+    return mean, mean - half, mean + half
+
+
+def interval(d: np.ndarray) -> str:
+    """Mean and 95% t-interval of paired differences, as text."""
+    mean, low, high = t_interval(d)
+    return f"{mean:+.3f}" if len(d) < 2 else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def summarise(results: dict, out: Path) -> None:

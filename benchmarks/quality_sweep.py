@@ -22,7 +22,8 @@ t-intervals, for kNN, linear and few-shot probes (A, B: setting names, or qualit
     python benchmarks/quality_sweep.py --seeds 0 1 2 --setting simclr_stage1 stage1 ssl.method=simclr \
         --setting simclr_stage3 ssl.method=simclr --compare simclr_stage1 simclr_stage3
 
-Writes sweep.json and sweep.md in OUT; resumable.
+Writes sweep.json and sweep.md in OUT (with ``--compare``, also sweep_compare.png: each comparison's gain
+and interval for kNN, linear and 10-shot, against 0 and the +0.02 kNN goal); resumable.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from quality import FEW_SHOT, ROOT, cell, evaluate, gensis, interval, once, save_entry, train
+from quality import FEW_SHOT, ROOT, cell, evaluate, gensis, interval, once, save_entry, t_interval, train
 
 
 def parse_setting(tokens: list[str]) -> dict:
@@ -116,23 +117,59 @@ def scores_of(name: str, base: dict, results: dict, seed: str) -> dict:
     return results[name]["seeds"][seed] if name in results else base["seeds"][seed][name]
 
 
+PROBES = ["knn", "linear", *FEW_SHOT]
+
+
+def paired_gains(base: dict, results: dict, seeds: list[str], a: str, b: str) -> tuple[list[str], dict]:
+    """The seeds both A and B have, and B - A per probe on those seeds (balanced accuracy)."""
+    for name in (a, b):
+        if name not in results and name not in base["seeds"][seeds[0]]:
+            raise SystemExit(f"--compare {a} {b}: {name} is neither a setting nor one of quality.py's encoders")
+    both = [s for s in seeds if all(n not in results or s in results[n]["seeds"] for n in (a, b))]
+    return both, {probe: np.array([scores_of(b, base, results, s)[probe]["balanced_accuracy"]
+                                   - scores_of(a, base, results, s)[probe]["balanced_accuracy"] for s in both])
+                  for probe in PROBES}
+
+
 def comparison_rows(base: dict, results: dict, seeds: list[str], pairs: list) -> list[str]:
     """B - A paired by seed, mean [95% t-interval], per probe."""
-    probes = ["knn", "linear", *FEW_SHOT]
-    rows = ["", "| comparison | seeds | " + " | ".join(p.replace("_", " ") for p in probes) + " |",
-            "|---|---|" + "---|" * len(probes)]
+    rows = ["", "| comparison | seeds | " + " | ".join(p.replace("_", " ") for p in PROBES) + " |",
+            "|---|---|" + "---|" * len(PROBES)]
     for a, b in pairs:
-        for name in (a, b):
-            if name not in results and name not in base["seeds"][seeds[0]]:
-                raise SystemExit(f"--compare {a} {b}: {name} is neither a setting nor one of quality.py's encoders")
-        both = [s for s in seeds if all(n not in results or s in results[n]["seeds"] for n in (a, b))]
-        cells = []
-        for probe in probes:
-            d = np.array([scores_of(b, base, results, s)[probe]["balanced_accuracy"]
-                          - scores_of(a, base, results, s)[probe]["balanced_accuracy"] for s in both])
-            cells.append(interval(d) if len(d) else "")
+        both, gains = paired_gains(base, results, seeds, a, b)
+        cells = [interval(gains[p]) if len(both) else "" for p in PROBES]
         rows.append(f"| {b} - {a} | {','.join(both)} | " + " | ".join(cells) + " |")
     return rows
+
+
+def plot_comparisons(base: dict, results: dict, seeds: list[str], pairs: list, path: Path,
+                     probes=("knn", "linear", "few_shot_10"), goal: float = 0.02) -> None:
+    """sweep_compare.png: each comparison's mean gain and 95% t-interval per probe, 0 and the kNN goal marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(probes), figsize=(4 * len(probes), 0.45 * len(pairs) + 1.4), sharey=True)
+    rows = np.arange(len(pairs))[::-1]
+    for ax, probe in zip(axes, probes):
+        for y, (a, b) in zip(rows, pairs):
+            both, gains = paired_gains(base, results, seeds, a, b)
+            if not both:
+                continue
+            mean, low, high = t_interval(gains[probe])
+            ax.errorbar(mean, y, xerr=[[mean - low], [high - mean]], fmt="o", color="black", capsize=3)
+        ax.axvline(0, color="grey", lw=1)
+        if probe == "knn":
+            ax.axvline(goal, color="tab:green", ls="--", lw=1, label=f"goal over stage 1: +{goal:g}")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_title({"knn": "kNN", "linear": "linear"}.get(probe, probe.replace("_", " ")) + ": B - A")
+        ax.set_xlabel("balanced accuracy gain (95% t-interval)")
+    axes[0].set_yticks(rows, [f"{b} - {a} ({len(paired_gains(base, results, seeds, a, b)[0])})" for a, b in pairs],
+                       fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def summarise(base: dict, results: dict, out: Path, seeds: list[str], compare: list | None = None) -> None:
@@ -155,6 +192,7 @@ def summarise(base: dict, results: dict, out: Path, seeds: list[str], compare: l
         rows.append(f"| {label} | {','.join(seeds_done)} | " + " | ".join(cells) + " |")
     if compare:
         rows += comparison_rows(base, results, seeds, compare)
+        plot_comparisons(base, results, seeds, compare, out / "sweep_compare.png")
     table = "\n".join(rows)
     (out / "sweep.md").write_text(table + "\n")
     print(table)
