@@ -9,7 +9,9 @@ parts that can each be switched off for ablations:
   cannot be told apart by sharpness (gensis/data/gen_dino_tiles.py);
 - disentanglement (``disentangle.weight`` = lambda): the student sees a view of an
   interpolated image, its target is the teacher's outputs on views of the two source
-  tiles mixed by alpha before centring and sharpening (gensis/losses/disentangle.py).
+  tiles mixed by alpha before centring and sharpening (gensis/losses/disentangle.py);
+  ``disentangle.target=self``, a control, makes those two views of the interpolated
+  image itself instead (gensis/data/gen_dino_tiles.py).
 
 Loss: L_dino + lambda * L_dis / P, P the number of crop pairs L_dino averages over
 (n_global * (n_crops - 1)), so that lambda = 1 weighs the task like one DINO crop pair.

@@ -33,9 +33,9 @@ def test_gains_are_paired_on_the_seeds_both_have(sweep, tmp_path):
     assert both == ["1", "2"]
     np.testing.assert_allclose(gains["knn"], [0.83 - 0.81, 0.85 - 0.82])
     np.testing.assert_allclose(gains["few_shot_10"], [0.2, 0.1])
-    rows = sweep.comparison_rows(base, results, ["1", "2", "3"], [["stage1", "task"]])
+    rows = sweep.comparison_rows([("stage1", "task", both, gains)])
     assert rows[-1].startswith("| task - stage1 | 1,2 | +0.025 [")
-    sweep.plot_comparisons(base, results, ["1", "2", "3"], [["stage1", "task"]], tmp_path / "compare.png")
+    sweep.plot_comparisons([("stage1", "task", both, gains)], tmp_path / "compare.png")
     assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit, match="nope is neither a setting"):
         sweep.paired_gains(base, results, ["1", "2"], "stage1", "nope")

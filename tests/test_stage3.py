@@ -224,57 +224,51 @@ def test_each_loss_gets_the_right_rows(labeled_tiles, views, tmp_path):
     assert not torch.equal(module.loss.center, dis_center)       # which moves after them
 
 
-def test_interpolated_items_carry_their_sources_in_order(labeled_tiles, views):
+@pytest.mark.parametrize("target", ["sources", "self"])
+def test_interpolated_items_carry_their_sources_in_order(labeled_tiles, views, target):
     """On the device path images are only resized: each item's sources equal the stored pair, first first,
-    brought to the views' resolution (16 px) before the resize to the source size."""
-    import h5py
-
+    brought to the views' resolution (16 px) before the resize to the source size; with disentangle.target=self
+    all three are the stored interpolated image."""
     from gensis.data.augment import uint8_transform
+    from PIL import Image
 
     tiles = open_tiles(labeled_tiles)
     dataset = GenDINOTiles(tiles, views, 0.0, True, CropConfig(global_size=16, local_size=8, n_local=2),
-                           AugmentConfig(source_size=32), (0.5,) * 3, (0.5,) * 3, on_device=True)
-    with h5py.File(views, "r") as f:
-        pairs, alphas = f["interp/pairs"][:], f["interp/alpha"][:]
-    resize = uint8_transform(32)
-    from PIL import Image
-
-    for index in range(4):
-        item = dataset[index]
-        j = int(np.argmin(np.abs(alphas - item["alpha"])))
-        first, second = (Image.fromarray(tiles.load(int(t))).resize((16, 16), Image.Resampling.BICUBIC)
-                         for t in pairs[j])
-        assert torch.equal(item["interp"][1], resize(first)) and torch.equal(item["interp"][2], resize(second))
-        assert "generated_image" not in item                       # gen.p = 0: no second copy of the tile
-
-
-def test_the_self_control_keeps_the_interpolated_image_and_drops_its_pair(labeled_tiles, views):
-    """disentangle.target=self: all three images of an item are the stored interpolated image (on the device
-    path only resized), none of them a source tile."""
-    from gensis.data.augment import uint8_transform
-    from PIL import Image
-
-    tiles = open_tiles(labeled_tiles)
-    crops = CropConfig(global_size=16, local_size=8, n_local=2)
-    dataset = GenDINOTiles(tiles, views, 0.0, True, crops, AugmentConfig(source_size=32), (0.5,) * 3, (0.5,) * 3,
-                           on_device=True, interp_target="self")
+                           AugmentConfig(source_size=32), (0.5,) * 3, (0.5,) * 3, on_device=True,
+                           interp_target=target)
     with h5py.File(views, "r") as f:
         images, pairs, alphas = f["interp/images"][:], f["interp/pairs"][:], f["interp/alpha"][:]
     resize = uint8_transform(32)
     for index in range(4):
         item = dataset[index]
         j = int(np.argmin(np.abs(alphas - item["alpha"])))
-        stored = resize(Image.fromarray(images[j]))
-        assert all(torch.equal(view, stored) for view in item["interp"])
-        source = resize(Image.fromarray(tiles.load(int(pairs[j][0]))).resize((16, 16), Image.Resampling.BICUBIC))
-        assert not torch.equal(item["interp"][1], source)
+        first, second = (Image.fromarray(tiles.load(int(t))).resize((16, 16), Image.Resampling.BICUBIC)
+                         for t in pairs[j])
+        if target == "self":
+            first = second = Image.fromarray(images[j])
+        assert torch.equal(item["interp"][0], resize(Image.fromarray(images[j])))
+        assert torch.equal(item["interp"][1], resize(first)) and torch.equal(item["interp"][2], resize(second))
+        assert "generated_image" not in item                       # gen.p = 0: no second copy of the tile
 
 
-def test_the_self_control_trains_and_a_wrong_target_is_one_line(labeled_tiles, views, tmp_path):
-    result = stage3(labeled_tiles, tmp_path / "self", f"views={views}", "ssl.method=simclr", "gen.p=0",
-                    "disentangle.target=self")
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert all(float(r["train/disentangle"]) > 0 for r in metrics(tmp_path / "self"))
+@pytest.mark.parametrize("on_device", [False, True])
+def test_the_self_control_reaches_the_loss_on_both_augmentation_paths(labeled_tiles, tmp_path, on_device):
+    """A store whose interpolated images are all black: with disentangle.target=self every query and every mixed
+    key of the task is the same vector, so its InfoNCE is exactly ln B (B = 8, drop_last); with the source tiles
+    as targets the keys differ and it is not."""
+    black = write_views(tmp_path / "black.h5", open_tiles(labeled_tiles).keys, fill=0)
+    device = ("augment.on_gpu=true", "augment.source_size=32") if on_device else ()
+    losses = {}
+    for target in ("self", "sources"):
+        result = stage3(labeled_tiles, tmp_path / target, f"views={black}", "ssl.method=simclr", "gen.p=0",
+                        f"disentangle.target={target}", *device)
+        assert result.returncode == 0, result.stderr[-2000:]
+        losses[target] = np.array([float(r["train/disentangle"]) for r in metrics(tmp_path / target)])
+    np.testing.assert_allclose(losses["self"], np.log(8), atol=1e-5)
+    assert np.abs(losses["sources"] - np.log(8)).max() > 1e-4
+
+
+def test_a_wrong_disentangle_target_is_one_line(labeled_tiles, views, tmp_path):
     wrong = stage3(labeled_tiles, tmp_path / "wrong", f"views={views}", "disentangle.target=pair")
     assert wrong.returncode == 2 and "disentangle.target" in wrong.stderr and "Traceback" not in wrong.stderr
     assert not (tmp_path / "wrong").exists()

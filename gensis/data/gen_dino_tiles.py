@@ -10,7 +10,8 @@ Item ``i`` is tile ``i`` of the tile source:
 - with ``interpolations``: ``interp`` = three global-size views, of a random interpolated
   image and of its two source tiles, and ``alpha`` (the weight of the first source). With
   ``interp_target="self"`` (a control) the two "sources" are two more views of the
-  interpolated image itself: the same images and cost, the pair left out of the target.
+  interpolated image itself: the same images and network compute (no source tiles are
+  read), the pair left out of the target; alpha still weighs the two views.
 
 With ``on_device=True`` items hold uint8 (3, S, S) images instead of crops (``image``,
 ``generated_image``: the view or the tile again, only when ``p_gen > 0``; ``interp``) and the module cuts the crops on the
@@ -47,6 +48,8 @@ class GenDINOTiles(Dataset):
             raise ValueError("GenDINOTiles needs a tile source without a transform")
         self.tiles = tiles
         self.p_gen, self.interpolations, self.on_device = p_gen, interpolations, on_device
+        if interp_target not in ("sources", "self"):
+            raise ValueError(f"interp_target must be sources or self, got {interp_target!r}")
         self.interp_target = interp_target
         if on_device:
             self.to_uint8 = uint8_transform(augment.source_size)
@@ -135,10 +138,10 @@ class GenDINOTiles(Dataset):
             store = self._store()
             j = int(torch.randint(0, store["interp/images"].shape[0], ()))
             first, second = (int(t) for t in store["interp/pairs"][j])
-            image = Image.fromarray(self._read(store["interp/images"], j, f"interpolated image {j}"))
-            images = ([image] * 3 if self.interp_target == "self"
-                      else [image, self.load_real(first), self.load_real(second)])
+            interpolated = Image.fromarray(self._read(store["interp/images"], j, f"interpolated image {j}"))
+            images = ([interpolated] * 3 if self.interp_target == "self"
+                      else [interpolated, self.load_real(first), self.load_real(second)])
             make = self.to_uint8 if self.on_device else self.interp_view
-            item["interp"] = [make(image) for image in images]
+            item["interp"] = [make(image) for image in images]   # each its own random augmentation
             item["alpha"] = float(store["interp/alpha"][j])
         return item

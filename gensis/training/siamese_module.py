@@ -15,7 +15,8 @@ checkpoint, resume, DDP and the export of the teacher (here: momentum / target) 
 
 With a batch from stage 3, generated views take the second global crop (the data does this)
 and the interpolated image's target is the alpha-mix of its sources' targets
-(gensis/losses/mixed_target.py), weighed by ``disentangle.weight`` / the number of crop pairs.
+(gensis/losses/mixed_target.py), weighed by ``disentangle.weight`` / the number of crop pairs
+(with ``disentangle.target=self`` the data brings two more views of the interpolated image as its "sources").
 """
 
 from __future__ import annotations
