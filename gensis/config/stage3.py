@@ -29,6 +29,9 @@ class GenViewsConfig:
             raise ValueError(f"gen.weighting must be none or genview, got {self.weighting!r}")
 
 
+DISENTANGLE_TARGETS = ("sources", "self")
+
+
 @dataclass(frozen=True)
 class DisentangleConfig:
     weight: float = _help("lambda of L_dino + lambda * L_dis / P on interpolated images, P the DINO loss's crop "
@@ -40,7 +43,7 @@ class DisentangleConfig:
     def __post_init__(self):
         if self.weight < 0:
             raise ValueError(f"disentangle.weight must be >= 0, got {self.weight}")
-        if self.target not in ("sources", "self"):
+        if self.target not in DISENTANGLE_TARGETS:
             raise ValueError(f"disentangle.target must be sources or self, got {self.target!r}")
 
 

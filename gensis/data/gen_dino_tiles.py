@@ -34,6 +34,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from gensis.config.augment import AugmentConfig, CropConfig, blur_sigma_range
+from gensis.config.stage3 import DISENTANGLE_TARGETS
 from gensis.data.augment import MultiCropAugment, augmented_view, uint8_transform
 from gensis.data.lazy_h5 import LazyH5
 from gensis.data.tile_source import TileDataset
@@ -48,7 +49,7 @@ class GenDINOTiles(Dataset):
             raise ValueError("GenDINOTiles needs a tile source without a transform")
         self.tiles = tiles
         self.p_gen, self.interpolations, self.on_device = p_gen, interpolations, on_device
-        if interp_target not in ("sources", "self"):
+        if interp_target not in DISENTANGLE_TARGETS:
             raise ValueError(f"interp_target must be sources or self, got {interp_target!r}")
         self.interp_target = interp_target
         if on_device:
@@ -137,10 +138,12 @@ class GenDINOTiles(Dataset):
         if self.interpolations:
             store = self._store()
             j = int(torch.randint(0, store["interp/images"].shape[0], ()))
-            first, second = (int(t) for t in store["interp/pairs"][j])
             interpolated = Image.fromarray(self._read(store["interp/images"], j, f"interpolated image {j}"))
-            images = ([interpolated] * 3 if self.interp_target == "self"
-                      else [interpolated, self.load_real(first), self.load_real(second)])
+            if self.interp_target == "self":
+                images = [interpolated] * 3
+            else:
+                first, second = (int(t) for t in store["interp/pairs"][j])
+                images = [interpolated, self.load_real(first), self.load_real(second)]
             make = self.to_uint8 if self.on_device else self.interp_view
             item["interp"] = [make(image) for image in images]   # each its own random augmentation
             item["alpha"] = float(store["interp/alpha"][j])
