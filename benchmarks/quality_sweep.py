@@ -166,7 +166,8 @@ def plot_comparisons(compared: list, path: Path, probes=("knn", "linear", "few_s
                      if probe == "knn" and any(a == "stage1" for a, *_ in compared) else "")
         ax.set_title({"knn": "kNN", "linear": "linear"}.get(probe, probe.replace("_", " ")) + ": B - A" + goal_note,
                      fontsize=10)
-        ax.set_xlabel("balanced accuracy gain (95% t-interval)")
+        ax.tick_params(axis="x", labelsize=8)
+    fig.supxlabel("balanced accuracy gain, mean and 95% t-interval", fontsize=10)
     axes[0][0].set_yticks(rows, [f"{b} - {a} (n={len(both)})" for a, b, both, _ in compared], fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
