@@ -1,7 +1,7 @@
 """Encoder quality of the whole pipeline on a labeled tile dataset (class subfolders, optional groups.csv).
 
     python benchmarks/quality.py DATASET_DIR [--recipe cpu_quality_bn] [--seeds 0 1 2 3 4] [--out DIR]
-                                 [--stage3 gen.p=0.5 disentangle.weight=1.0 ...]
+                                 [--stage3 gen.p=0.5 disentangle.weight=1.0 ...] [--stage2 train.epochs=6 ...]
     python benchmarks/quality.py DATASET_DIR --seeds 5 6          # more seeds later: merged into quality.json
     python benchmarks/quality.py DATASET_DIR --recipe gpu_quality --autoencoder --px 224 --ssl-tiles 0
 
@@ -9,7 +9,8 @@
    ``--split-seed``, resized once to ``--px`` PNG folders; the self-supervised stages see
    ``--ssl-tiles`` training tiles (all, with 0), labels never.
 2. Once per split: stage 1 with ``--generator-seed`` (none of the compared seeds, so that no
-   compared run is the generator's own encoder) -> stage 2 on its embeddings -> generate.
+   compared run is the generator's own encoder) -> stage 2 on its embeddings (with ``--stage2``'s overrides,
+   e.g. ``train.epochs=6``) -> generate.
 3. Per seed, with the same epochs, steps and schedules: stage 1, a compute-matched stage-1
    control (``--control-factor`` times the epochs: stage 3 costs about that much more per
    step), stage 3 (Gen-DINO) and the two ablations (no disentanglement:
@@ -124,6 +125,15 @@ def save_results(quality_json: Path, own: dict, elapsed: float) -> dict:
     return merge_json(quality_json, merge)
 
 
+def changed_settings(stored: dict, settings: dict) -> list[str]:
+    """The keys of ``settings`` that an existing quality.json (``stored``; empty: none yet) holds other values
+    for. A file made before ``--stage2`` existed has the default generator: no stage-2 overrides."""
+    if not stored:
+        return []
+    stored = {"stage2_overrides": [], **stored}
+    return [k for k in settings if stored.get(k) != settings[k]]
+
+
 def train(command: str, run: Path, *args: str) -> float:
     """A training command into ``run`` that resumes from its checkpoint after a kill."""
     def work():
@@ -208,6 +218,7 @@ def main() -> None:
     parser.add_argument("--px", type=int, default=64, help="tiles are resized once to this size")
     parser.add_argument("--ssl-tiles", type=int, default=1500, help="training tiles the SSL stages see (0: all)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/out/quality_<recipe>")
+    parser.add_argument("--stage2", nargs="*", default=[], help="extra stage2 key=value overrides (the generator)")
     parser.add_argument("--stage3", nargs="*", default=[], help="extra stage3 key=value overrides (all variants)")
     parser.add_argument("--generate", nargs="*", default=[], help="extra generate key=value overrides")
     parser.add_argument("--autoencoder", action="store_true",
@@ -228,10 +239,10 @@ def main() -> None:
     recipe = f"experiment={args.recipe}"
     settings = {"dataset": args.dataset.name, "recipe": args.recipe, **split, "split_seed": args.split_seed,
                 "generator_seed": args.generator_seed, "control_factor": args.control_factor,
-                "stage3_overrides": args.stage3, "generate_overrides": args.generate}
+                "stage2_overrides": args.stage2, "stage3_overrides": args.stage3, "generate_overrides": args.generate}
     quality_json = out / "quality.json"
     stored = json.loads(quality_json.read_text()) if quality_json.is_file() else {}
-    changed = [k for k in settings if stored and stored.get(k) != settings[k]]
+    changed = changed_settings(stored, settings)
     if changed:
         raise SystemExit(f"{quality_json} was made with other settings ({', '.join(changed)}); give another --out")
     own = {**settings, "seconds": {}, "seeds": {}}   # this invocation's: merged into quality.json at each write
@@ -247,7 +258,7 @@ def main() -> None:
                                        f"seed={args.split_seed}", f"train.epochs={args.autoencoder_epochs}")
         latent = [f"generator.vae={generator / 'autoencoder' / 'vae'}"]
     seconds["stage2"] = train("stage2", generator / "stage2", f"data.path={data / 'ssl'}", f"encoder={conditioning}",
-                              recipe, f"seed={args.split_seed}", *latent)
+                              recipe, f"seed={args.split_seed}", *latent, *args.stage2)
     views = generator / "views.h5"
     seconds["generate"] = once(generator / "views.done.json", lambda: gensis(
         "generate", f"diffusion={generator / 'stage2'}", f"encoder={conditioning}",

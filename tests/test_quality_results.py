@@ -40,6 +40,17 @@ def test_a_file_made_meanwhile_with_other_settings_is_refused_and_kept(tmp_path)
     assert path.read_text() == before
 
 
+def test_a_file_from_before_stage2_overrides_counts_as_the_default_generator():
+    quality = load_benchmark("quality")
+    before = {"recipe": "tiny", "stage3_overrides": [], "seeds": {}}   # written before --stage2 existed
+    assert quality.changed_settings(before, {"recipe": "tiny", "stage2_overrides": []}) == []
+    assert quality.changed_settings(before, {"recipe": "tiny", "stage2_overrides": ["train.epochs=6"]}) == \
+        ["stage2_overrides"]
+    assert quality.changed_settings({}, {"recipe": "tiny", "stage2_overrides": ["train.epochs=6"]}) == []
+    made = {"recipe": "tiny", "stage2_overrides": ["train.epochs=6"]}
+    assert quality.changed_settings(made, {"recipe": "tiny", "stage2_overrides": []}) == ["stage2_overrides"]
+
+
 def test_a_seed_trained_again_replaces_its_own_scores_only(tmp_path):
     quality = load_benchmark("quality")
     path = tmp_path / "quality.json"

@@ -44,7 +44,7 @@ class DisentangleConfig:
         if self.weight < 0:
             raise ValueError(f"disentangle.weight must be >= 0, got {self.weight}")
         if self.target not in DISENTANGLE_TARGETS:
-            raise ValueError(f"disentangle.target must be sources or self, got {self.target!r}")
+            raise ValueError(f"disentangle.target must be one of {'|'.join(DISENTANGLE_TARGETS)}, got {self.target!r}")
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ class GenDINOTiles(Dataset):
         self.tiles = tiles
         self.p_gen, self.interpolations, self.on_device = p_gen, interpolations, on_device
         if interp_target not in DISENTANGLE_TARGETS:
-            raise ValueError(f"interp_target must be sources or self, got {interp_target!r}")
+            raise ValueError(f"interp_target must be one of {'|'.join(DISENTANGLE_TARGETS)}, got {interp_target!r}")
         self.interp_target = interp_target
         if on_device:
             self.to_uint8 = uint8_transform(augment.source_size)
