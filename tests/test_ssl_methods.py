@@ -60,6 +60,24 @@ def test_the_momentum_network_moves_towards_the_online_one_by_name(tmp_path, met
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_without_batch_norm_no_projection_depends_on_the_rest_of_its_batch(tmp_path, method, batch_norm):
+    cfg = compose_config("stage1", Stage1Config, ["data.path=x", f"out={tmp_path}", "experiment=tiny",
+                                                  f"ssl.method={method}", f"ssl.batch_norm={batch_norm}"],
+                         other_blocks=_all_blocks())
+    module = SiameseModule(cfg, steps_per_epoch=2)
+    for net in (module.student, module.teacher):
+        head = net.head.train()
+        norms = [m for m in head.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        assert bool(norms) == batch_norm
+        torch.manual_seed(0)
+        x = torch.randn(8, net.backbone.num_features)
+        alone, with_others = head(x[:4]), head(torch.cat([x[:4], 10 * x[4:] + 3]))[:4]
+        # batch norm (training mode) normalises with the batch's statistics: other rows move a row's output
+        assert torch.allclose(alone, with_others, atol=1e-5) == (not batch_norm)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_each_term_gets_the_right_rows(labeled_tiles, views, tmp_path, method):  # noqa: F811
     """Outputs (fill, 1) per image: the pairs are (each global crop's target, every other crop's query); the
     interpolated query's target mixes its sources' (fill, 1) by alpha before normalising."""

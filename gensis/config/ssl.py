@@ -14,6 +14,8 @@ class SSLConfig:
     method: str = _help("dino (its own dino block), mocov3, byol or simclr", "dino")
     hidden_dim: int = _help("projector / predictor MLP width (mocov3, byol, simclr)", 2048)
     out_dim: int = _help("projection size (mocov3, byol, simclr)", 256)
+    batch_norm: bool = _help("batch norm in the projector and predictor (mocov3, byol, simclr); false: none, so that "
+                             "no sample's projection depends on the rest of its batch", True)
     temperature: float = _help("InfoNCE / NT-Xent temperature (mocov3, simclr)", 0.2)
     momentum: float = _help("momentum encoder's EMA momentum at the start, cosine to momentum_end (mocov3, byol; "
                             "simclr has none)", 0.99)

@@ -4,6 +4,9 @@
   after every hidden layer and (without affine) after the projector's output.
 - BYOL (Grill et al. 2020, Sec. 3.3): projector and predictor of 2 layers, Linear-BN-ReLU-Linear.
 - SimCLR (Chen et al. 2020, Sec. 2.1): a 2-layer projector, no predictor.
+
+Batch norm makes each sample's output depend on the rest of its batch; ``batch_norm=False`` takes every batch
+norm out (the hidden layers get a bias instead), so that each output depends on its own input only.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from torch import nn
 LAYERS = {"mocov3": (3, 2), "byol": (2, 2), "simclr": (2, 0)}   # (projector, predictor) layers
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int, n_layers: int, last_batch_norm: bool = False) -> nn.Sequential:
-    """``n_layers`` linear layers with batch norm and ReLU between them (and, optionally, an affine-free batch
-    norm on the output)."""
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, n_layers: int, last_batch_norm: bool = False,
+        batch_norm: bool = True) -> nn.Sequential:
+    """``n_layers`` linear layers with batch norm (unless ``batch_norm`` is false) and ReLU between them (and,
+    optionally, an affine-free batch norm on the output)."""
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(n_layers - 1):
-        layers += [nn.Linear(dim, hidden_dim, bias=False), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
+        norm = [nn.BatchNorm1d(hidden_dim)] if batch_norm else []
+        layers += [nn.Linear(dim, hidden_dim, bias=not batch_norm), *norm, nn.ReLU(inplace=True)]
         dim = hidden_dim
     layers.append(nn.Linear(dim, out_dim, bias=not last_batch_norm))
     if last_batch_norm:
@@ -45,11 +50,13 @@ class ProjectionHead(nn.Module):
 
     @classmethod
     def for_method(cls, method: str, in_dim: int, hidden_dim: int, out_dim: int,
-                   with_predictor: bool = True) -> "ProjectionHead":
-        """The head of ``method``'s online network (``with_predictor``) or of its momentum / target network."""
+                   with_predictor: bool = True, batch_norm: bool = True) -> "ProjectionHead":
+        """The head of ``method``'s online network (``with_predictor``) or of its momentum / target network;
+        ``batch_norm=False``: without any batch norm."""
         projector_layers, predictor_layers = LAYERS[method]
-        projector = mlp(in_dim, hidden_dim, out_dim, projector_layers, last_batch_norm=method == "mocov3")
-        predictor = (mlp(out_dim, hidden_dim, out_dim, predictor_layers)
+        projector = mlp(in_dim, hidden_dim, out_dim, projector_layers,
+                        last_batch_norm=batch_norm and method == "mocov3", batch_norm=batch_norm)
+        predictor = (mlp(out_dim, hidden_dim, out_dim, predictor_layers, batch_norm=batch_norm)
                      if with_predictor and predictor_layers else None)
         return cls(projector, predictor)
 

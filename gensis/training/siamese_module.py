@@ -44,10 +44,10 @@ METHOD_NAMES = {"dino": "DINO", "mocov3": "MoCo v3", "byol": "BYOL", "simclr": "
 class SiameseModule(DINOModule):
     def build_networks(self, student_backbone: nn.Module, teacher_backbone: nn.Module) -> None:
         s, dim = self.cfg.ssl, student_backbone.num_features
-        self.student = MultiCropNet(student_backbone, ProjectionHead.for_method(s.method, dim, s.hidden_dim,
-                                                                                s.out_dim))
-        self.teacher = MultiCropNet(teacher_backbone, ProjectionHead.for_method(s.method, dim, s.hidden_dim,
-                                                                                s.out_dim, with_predictor=False))
+        self.student = MultiCropNet(student_backbone, ProjectionHead.for_method(
+            s.method, dim, s.hidden_dim, s.out_dim, batch_norm=s.batch_norm))
+        self.teacher = MultiCropNet(teacher_backbone, ProjectionHead.for_method(
+            s.method, dim, s.hidden_dim, s.out_dim, with_predictor=False, batch_norm=s.batch_norm))
         self.teacher.load_state_dict(self.student.state_dict(), strict=False)   # the predictor has no twin
         self.teacher.requires_grad_(False)
 
