@@ -105,13 +105,22 @@ def save_entry(results_json: Path, name: str, entry: dict) -> dict:
     return merge_json(results_json, merge)
 
 
+def changed_settings(stored: dict, settings: dict) -> list[str]:
+    """The keys of ``settings`` that an existing quality.json (``stored``; empty: none yet) holds other values
+    for. A file made before ``--stage2`` existed has the default generator: no stage-2 overrides."""
+    if not stored:
+        return []
+    stored = {"stage2_overrides": [], **stored}
+    return [k for k in settings if stored.get(k) != settings[k]]
+
+
 def save_results(quality_json: Path, own: dict, elapsed: float) -> dict:
     """Merge one invocation's settings, seeds' scores and seconds (``own``) into ``quality_json`` (atomically),
     keeping what other invocations wrote meanwhile (their seeds, their per-seed seconds) and adding ``elapsed``
     to ``wall_seconds`` (summed over invocations, so more than the wall clock when they overlap). Returns the
     merged results."""
     def merge(stored: dict) -> dict:
-        changed = [k for k in own if k not in ("seeds", "seconds") and k in stored and stored[k] != own[k]]
+        changed = changed_settings(stored, {k: v for k, v in own.items() if k not in ("seeds", "seconds")})
         if changed:
             raise SystemExit(f"{quality_json} was made meanwhile with other settings ({', '.join(changed)}); "
                              f"give another --out")
@@ -123,15 +132,6 @@ def save_results(quality_json: Path, own: dict, elapsed: float) -> dict:
                 "wall_seconds": stored.get("wall_seconds", 0.0) + elapsed}
 
     return merge_json(quality_json, merge)
-
-
-def changed_settings(stored: dict, settings: dict) -> list[str]:
-    """The keys of ``settings`` that an existing quality.json (``stored``; empty: none yet) holds other values
-    for. A file made before ``--stage2`` existed has the default generator: no stage-2 overrides."""
-    if not stored:
-        return []
-    stored = {"stage2_overrides": [], **stored}
-    return [k for k in settings if stored.get(k) != settings[k]]
 
 
 def train(command: str, run: Path, *args: str) -> float:
