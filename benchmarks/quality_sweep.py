@@ -13,7 +13,9 @@ stage-1 control, e.g. one with as much compute as stage 3). Overrides written ``
 draw the setting's own views store first (``OUT/sweep/NAME/views.h5``, once per split) with
 those generate overrides; a ``views=PATH`` override (an absolute path, or one relative to the
 repository root) trains on that store instead (e.g. one of benchmarks/interp_controls.py's, or one
-drawn by a longer-trained stage 2). Every encoder is evaluated like quality.py's; the table gives each
+drawn by a longer-trained stage 2). ``{seed}`` in an override stands for the seed being trained, e.g.
+``init=benchmarks/out/quality_cpu_quality_bn/sweep/simclr_stage1/seed{seed}`` starts each seed from its own
+stage-1 run. Every encoder is evaluated like quality.py's; the table gives each
 setting's kNN and linear balanced accuracy and its gain over stage 1 paired by seed, beside
 quality.py's own stage 3 for reference. ``--compare A B`` adds B's gains over A paired by seed, with 95%
 t-intervals, for kNN, linear and few-shot probes (A, B: setting names, or quality.py's ``stage1``,
@@ -55,6 +57,11 @@ def parse_setting(tokens: list[str]) -> dict:
                          f"or views=PATH (a store of your own), not both")
     return {"name": name, "command": command, "generate": generate,
             "overrides": [t for t in rest if not t.startswith("generate:")]}
+
+
+def for_seed(overrides: list[str], seed: int) -> list[str]:
+    """The overrides with ``{seed}`` replaced by the seed trained (the setting keeps the template)."""
+    return [o.replace("{seed}", str(seed)) for o in overrides]
 
 
 def main() -> None:
@@ -105,7 +112,7 @@ def main() -> None:
             extra = [*([] if own_views else [f"views={views}"]), *base["stage3_overrides"]] \
                 if setting["command"] == "stage3" else []
             entry["seconds"][str(seed)] = train(setting["command"], run, f"data.path={data / 'ssl'}", *extra,
-                                                recipe, f"seed={seed}", *setting["overrides"])
+                                                recipe, f"seed={seed}", *for_seed(setting["overrides"], seed))
             entry["seeds"][str(seed)] = evaluate(str(run), folder / f"eval_seed{seed}", data, args.recipe, seed)
             # another sweep (other settings, or other seeds of this one) may have written meanwhile
             results = save_entry(sweep_json, name, entry)

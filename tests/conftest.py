@@ -3,13 +3,13 @@ import importlib.util
 import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from tests import forked_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,9 +124,13 @@ HANG_GUARD_S = 1800  # against a hang only: a slow or busy machine must never fa
 
 
 def run_cli(*args, cwd=None, env=None):
-    """Run ``gensis`` in a fresh process (``env``: extra environment variables); returns the CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", "gensis", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=HANG_GUARD_S, env={**os.environ, **env} if env else None)
+    """Run ``gensis`` in a fresh process (``env``: extra environment variables); returns the CompletedProcess.
+    The process is forked from one that has already imported torch and the rest (tests/forked_cli.py)."""
+    return forked_cli.run_cli([str(a) for a in args], cwd=cwd, env=env, timeout=HANG_GUARD_S)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    forked_cli.stop()
 
 
 SAVE_EACH_RANKS_TEACHER = """

@@ -99,6 +99,16 @@ def test_experiment_tiny_and_overrides_compose():
         cfg.tile.size = 3               # configs are frozen
 
 
+def test_a_config_folder_of_ones_own_may_be_given_relative_to_the_working_directory(tmp_path, monkeypatch):
+    from gensis.config.compose import config_dir
+
+    shutil.copytree(config_dir(), tmp_path / "my_configs")
+    (tmp_path / "my_configs" / "experiment" / "tiny.yaml").write_text("# @package _global_\ntile:\n  size: 40\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GENSIS_CONFIG_DIR", "my_configs")
+    assert compose_config("tile", TileConfig, ["slides=a", "out=b", "experiment=tiny"]).tile.size == 40
+
+
 def test_value_checks_name_the_key():
     with pytest.raises(GensisError, match="tile.min_tissue"):
         compose_config("tile", TileConfig, ["slides=a", "out=b", "tile.min_tissue=2"])

@@ -39,3 +39,9 @@ def test_gains_are_paired_on_the_seeds_both_have(sweep, tmp_path):
     assert (tmp_path / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit, match="nope is neither a setting"):
         sweep.paired_gains(base, results, ["1", "2"], "stage1", "nope")
+
+
+def test_seed_placeholder_names_each_seeds_own_run(sweep):
+    setting = sweep.parse_setting(["cont", "init=out/sweep/simclr_stage1/seed{seed}", "optim.epochs=4"])
+    assert setting["overrides"] == ["init=out/sweep/simclr_stage1/seed{seed}", "optim.epochs=4"]   # kept as given
+    assert sweep.for_seed(setting["overrides"], 12) == ["init=out/sweep/simclr_stage1/seed12", "optim.epochs=4"]

@@ -22,7 +22,7 @@ from gensis.errors import GensisError
 def config_dir() -> Path:
     """The ``configs/`` folder (``GENSIS_CONFIG_DIR`` overrides it)."""
     override = os.environ.get("GENSIS_CONFIG_DIR")
-    path = Path(override) if override else Path(__file__).resolve().parents[2] / "configs"
+    path = Path(override).absolute() if override else Path(__file__).resolve().parents[2] / "configs"
     if not path.is_dir():
         raise GensisError(f"config folder {path} not found; set GENSIS_CONFIG_DIR to the gensis configs/ folder")
     return path
