@@ -1,6 +1,8 @@
 """tests/forked_cli.py: a forked call of ``gensis`` answers as a fresh ``python -m gensis`` process does."""
 
+import os
 import subprocess
+import time
 import sys
 
 import pytest
@@ -45,3 +47,38 @@ def test_a_call_past_its_timeout_is_killed_and_the_next_one_runs(tmp_path):
     with pytest.raises(subprocess.TimeoutExpired):
         forked_cli.run_cli(["demo", f"out={tmp_path / 'demo'}", "experiment=tiny"], timeout=1)
     assert forked_cli.run_cli(["--help"]).returncode == 0
+
+
+def test_a_quick_call_read_late_is_not_taken_for_a_timeout(monkeypatch):
+    # both answers (pid, exit status) may wait in the pipe's buffer before the test process reads the first
+    forked_cli.run_cli(["--help"])   # the session's zygote is up
+    stdout = forked_cli._zygote.process.stdout
+    readline = stdout.readline
+
+    def late_readline():
+        time.sleep(1)
+        return readline()
+
+    monkeypatch.setattr(stdout, "readline", late_readline)
+    assert forked_cli.run_cli(["--help"], timeout=5).returncode == 0
+
+
+def test_calls_that_would_start_differently_run_fresh(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    zygote = {**os.environ, "KMP_INIT_AT_FORK": "FALSE"}   # as an import in the zygote (sklearn) leaves it
+    assert not forked_cli.needs_fresh_process(["stage1"], None, zygote)
+    assert forked_cli.needs_fresh_process(["stage1"], {"PYTHONPATH": "hooks"}, zygote)   # read at start-up
+    assert forked_cli.needs_fresh_process(["tile", "slides=a"], None, zygote)   # its pool's start method: by imports
+    monkeypatch.setenv("GENSIS_DEBUG", "1")   # read when the command runs
+    assert not forked_cli.needs_fresh_process(["stage1"], None, zygote)
+    monkeypatch.setenv("KMP_INIT_AT_FORK", "FALSE")   # the same import in the test process
+    assert not forked_cli.needs_fresh_process(["stage1"], None, zygote)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")   # read when OpenMP loads
+    assert forked_cli.needs_fresh_process(["stage1"], None, zygote)
+
+
+def test_plain_calls_go_through_the_zygote_after_imports_that_set_variables():
+    import sklearn  # noqa: F401  (sets KMP_* in this process, as in the zygote: no reason to start afresh)
+
+    assert forked_cli.run_cli(["--help"]).returncode == 0
+    assert not forked_cli.needs_fresh_process(["stage1"], None, forked_cli._zygote.environment)

@@ -40,11 +40,12 @@ def test_stage1_trains_exports_and_resumes(labeled_tiles, tmp_path, method):
     assert [int(r["step"]) for r in rows(out)] == list(range(2 * (36 // 8)))
 
 
-@pytest.mark.parametrize("method, momentum", [("byol", 0.25), ("mocov3", 0.25), ("simclr", 0.0)])
-def test_the_momentum_network_moves_towards_the_online_one_by_name(tmp_path, method, momentum):
+@pytest.mark.parametrize("method, momentum, extra", [("byol", 0.25, []), ("mocov3", 0.25, []), ("simclr", 0.0, []),
+                                                     ("simclr", 0.75, ["ssl.simclr_ema=0.75"])])
+def test_the_momentum_network_moves_towards_the_online_one_by_name(tmp_path, method, momentum, extra):
     cfg = compose_config("stage1", Stage1Config, ["data.path=x", f"out={tmp_path}", "experiment=tiny",
                                                   f"ssl.method={method}", "ssl.momentum=0.25",
-                                                  "ssl.momentum_end=0.25"], other_blocks=_all_blocks())
+                                                  "ssl.momentum_end=0.25", *extra], other_blocks=_all_blocks())
     module = SiameseModule(cfg, steps_per_epoch=2)
     with torch.no_grad():
         for p in module.teacher.parameters():

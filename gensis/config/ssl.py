@@ -20,12 +20,16 @@ class SSLConfig:
     momentum: float = _help("momentum encoder's EMA momentum at the start, cosine to momentum_end (mocov3, byol; "
                             "simclr has none)", 0.99)
     momentum_end: float = _help("EMA momentum at the end", 1.0)
+    simclr_ema: float = _help("simclr: the exported encoder is an EMA of the network with this fixed momentum, as "
+                              "DINO exports its teacher (0: the network itself, as in SimCLR)", 0.0)
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"ssl.method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.temperature <= 0:
             raise ValueError(f"ssl.temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.simclr_ema < 1:
+            raise ValueError(f"ssl.simclr_ema must be in [0, 1), got {self.simclr_ema}")
         if not 0 <= self.momentum <= self.momentum_end <= 1:
             raise ValueError(f"need 0 <= ssl.momentum <= ssl.momentum_end <= 1, got {self.momentum} and "
                              f"{self.momentum_end}")

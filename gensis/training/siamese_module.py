@@ -10,7 +10,7 @@ checkpoint, resume, DDP and the export of the teacher (here: momentum / target) 
 - BYOL (Grill et al. 2020): the same networks; 2 - 2 cos of each crop's prediction against each
   other global crop's target projection (gensis/losses/byol.py).
 - SimCLR (Chen et al. 2020): backbone + projector, no momentum (the exported "teacher" is a copy
-  of the network, refreshed after every step); NT-Xent of each global crop with each later crop
+  of the network, refreshed after every step, or with ``ssl.simclr_ema`` its EMA); NT-Xent of each global crop with each later crop
   (gensis/losses/nt_xent.py).
 
 With a batch from stage 3, generated views take the second global crop (the data does this)
@@ -53,8 +53,8 @@ class SiameseModule(DINOModule):
 
     def make_momentum_schedule(self, epochs: int, steps_per_epoch: int) -> np.ndarray:
         s = self.cfg.ssl
-        if s.method == "simclr":   # no momentum encoder: the exported copy follows the network step by step
-            return np.zeros(epochs * steps_per_epoch)
+        if s.method == "simclr":   # no momentum encoder: the exported copy follows the network (or its EMA)
+            return np.full(epochs * steps_per_epoch, s.simclr_ema)
         return cosine_schedule(s.momentum, s.momentum_end, epochs, steps_per_epoch)
 
     def chance_loss(self) -> tuple[float, str]:
