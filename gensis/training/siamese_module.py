@@ -10,8 +10,8 @@ checkpoint, resume, DDP and the export of the teacher (here: momentum / target) 
 - BYOL (Grill et al. 2020): the same networks; 2 - 2 cos of each crop's prediction against each
   other global crop's target projection (gensis/losses/byol.py).
 - SimCLR (Chen et al. 2020): backbone + projector, no momentum (the exported "teacher" is a copy
-  of the network, refreshed after every step, or with ``ssl.simclr_ema`` its EMA); NT-Xent of each global crop with each later crop
-  (gensis/losses/nt_xent.py).
+  of the network, refreshed after every step, or with ``ssl.simclr_ema`` its EMA); NT-Xent of each
+  global crop with each later crop (gensis/losses/nt_xent.py).
 
 With a batch from stage 3, generated views take the second global crop (the data does this)
 and the interpolated image's target is the alpha-mix of its sources' targets
