@@ -10,6 +10,11 @@ import pytest
 from tests import forked_cli
 
 
+@pytest.fixture(autouse=True)
+def forked_even_when_all_calls_run_fresh(monkeypatch):
+    monkeypatch.delenv("GENSIS_TEST_FRESH_CLI", raising=False)   # these tests are of the forked calls
+
+
 def fresh(*args, cwd=None):
     return forked_cli.run_cli(list(args), cwd=cwd, fresh=True)
 
