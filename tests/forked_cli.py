@@ -35,7 +35,7 @@ PRELOAD = ("torch", "torchvision", "lightning", "timm", "diffusers", "h5py", "sk
 FRESH_COMMANDS = ("tile", "demo")   # tiling picks its pool's start method by what is imported: run as users do
 STARTUP_VARIABLES = ("OMP_", "MKL_", "KMP_", "OPENBLAS_", "PYTHON", "CUDA_", "LD_", "MPLBACKEND", "HF_", "TORCH",
                      "NUMEXPR_")
-START_ENVIRONMENT = dict(os.environ)   # the zygote's, whatever a test has set when it first calls
+START_ENVIRONMENT = dict(os.environ)   # the zygote's: the session's, not what a test has set when it first calls
 
 
 def exit_code(code) -> int:
@@ -139,9 +139,11 @@ def serve() -> None:
         os.close(saved)
         printed.seek(0)
         text = printed.read().decode(errors="replace")
-    unusable = (f"importing the preloaded modules printed {text!r}, which no call's stderr would show" if text else
-                f"the preloaded modules started threads {threading.enumerate()} (a fork keeps only its own)"
-                if threading.active_count() != 1 else None)
+    unusable = None
+    if text:
+        unusable = f"importing the preloaded modules printed {text!r}, which no call's stderr would show"
+    elif threading.active_count() != 1:
+        unusable = f"the preloaded modules started threads {threading.enumerate()} (a fork keeps only its own)"
     if unusable:
         answers.write(f"unusable: {unusable}\n")
         answers.flush()
@@ -246,12 +248,14 @@ _zygote: Zygote | None = None
 _unusable: str | None = None   # why the zygote cannot serve: every call then runs fresh
 
 
-def needs_fresh_process(args: list[str], env: dict | None, zygote_environment: dict) -> bool:
-    """A call that a fork of the zygote would not run as a fresh process does (see the module's docstring): one
-    whose environment sets a variable read at start-up to other than the zygote's value (variables the zygote's
-    imports set, and the caller lacks, a fresh process's imports set too)."""
-    if env or os.environ.get("GENSIS_TEST_FRESH_CLI") == "1" or (args and args[0] in FRESH_COMMANDS):
-        return True
+def starts_fresh(args: list[str], env: dict | None) -> bool:
+    """A call that runs as a plain subprocess whatever the zygote (see the module's docstring)."""
+    return bool(env) or os.environ.get("GENSIS_TEST_FRESH_CLI") == "1" or bool(args and args[0] in FRESH_COMMANDS)
+
+
+def startup_differs(zygote_environment: dict) -> bool:
+    """Whether this process's environment sets a variable read at start-up to other than the zygote's value
+    (variables the zygote's imports set, and the caller lacks, a fresh process's imports set too)."""
     return any(name.startswith(STARTUP_VARIABLES) and value != zygote_environment.get(name)
                for name, value in os.environ.items())
 
@@ -260,16 +264,21 @@ def run_cli(args: list[str], cwd=None, env: dict | None = None, timeout: float =
             fresh: bool = False) -> subprocess.CompletedProcess:
     """``gensis args`` in a fresh process (``env``: extra environment variables)."""
     global _zygote, _unusable
-    if not (fresh or _unusable) and (_zygote is None or not _zygote.alive()):
+
+    def plain() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gensis", *args], capture_output=True, text=True, cwd=cwd,
+                              timeout=timeout, env={**os.environ, **env} if env else None)
+
+    if fresh or _unusable or starts_fresh(args, env):
+        return plain()   # before starting a zygote that this call would not use
+    if _zygote is None or not _zygote.alive():
         try:
             _zygote = Zygote()
         except RuntimeError as err:
             _unusable = str(err)
             warnings.warn(f"forked_cli: {_unusable}; every gensis call of this session runs as a fresh process")
-    if fresh or _unusable or needs_fresh_process(args, env, _zygote.environment):
-        return subprocess.run([sys.executable, "-m", "gensis", *args], capture_output=True, text=True, cwd=cwd,
-                              timeout=timeout, env={**os.environ, **env} if env else None)
-    return _zygote.run(args, cwd, timeout)
+            return plain()
+    return plain() if startup_differs(_zygote.environment) else _zygote.run(args, cwd, timeout)
 
 
 def stop() -> None:

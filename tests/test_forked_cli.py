@@ -2,8 +2,8 @@
 
 import os
 import subprocess
-import time
 import sys
+import time
 
 import pytest
 
@@ -71,19 +71,20 @@ def test_a_quick_call_read_late_is_not_taken_for_a_timeout(monkeypatch):
 def test_calls_that_would_start_differently_run_fresh(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     zygote = {**os.environ, "KMP_INIT_AT_FORK": "FALSE"}   # as an import in the zygote (sklearn) leaves it
-    assert not forked_cli.needs_fresh_process(["stage1"], None, zygote)
-    assert forked_cli.needs_fresh_process(["stage1"], {"PYTHONPATH": "hooks"}, zygote)   # read at start-up
-    assert forked_cli.needs_fresh_process(["tile", "slides=a"], None, zygote)   # its pool's start method: by imports
+    assert not forked_cli.starts_fresh(["stage1"], None) and not forked_cli.startup_differs(zygote)
+    assert forked_cli.starts_fresh(["stage1"], {"PYTHONPATH": "hooks"})   # read at start-up
+    assert forked_cli.starts_fresh(["tile", "slides=a"], None)   # its pool's start method: by imports
     monkeypatch.setenv("GENSIS_DEBUG", "1")   # read when the command runs
-    assert not forked_cli.needs_fresh_process(["stage1"], None, zygote)
+    assert not forked_cli.startup_differs(zygote)
     monkeypatch.setenv("KMP_INIT_AT_FORK", "FALSE")   # the same import in the test process
-    assert not forked_cli.needs_fresh_process(["stage1"], None, zygote)
+    assert not forked_cli.startup_differs(zygote)
     monkeypatch.setenv("OMP_NUM_THREADS", "7")   # read when OpenMP loads
-    assert forked_cli.needs_fresh_process(["stage1"], None, zygote)
+    assert forked_cli.startup_differs(zygote)
 
 
 def test_plain_calls_go_through_the_zygote_after_imports_that_set_variables():
     import sklearn  # noqa: F401  (sets KMP_* in this process, as in the zygote: no reason to start afresh)
 
     assert forked_cli.run_cli(["--help"]).returncode == 0
-    assert not forked_cli.needs_fresh_process(["stage1"], None, forked_cli._zygote.environment)
+    assert not forked_cli.starts_fresh(["stage1"], None)
+    assert not forked_cli.startup_differs(forked_cli._zygote.environment)
