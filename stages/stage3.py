@@ -39,7 +39,7 @@ from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 from gensis.training.dino_fit import fit_dino
 from gensis.training.dino_module import DINOModule
 from gensis.training.pair_weights import PairWeights
-from gensis.training.generated_views import advance_curriculum, view_logs
+from gensis.training.generated_views import advance_curriculum, flat_interpolations, view_logs
 from gensis.training.siamese_module import METHOD_NAMES, SiameseModule
 from gensis.training.run_dir import prepare_run_dir
 
@@ -56,7 +56,9 @@ class GenDINOModule(DINOModule):
         advance_curriculum(self)
 
     def on_after_batch_transfer(self, batch, dataloader_idx):
-        """``augment.on_gpu``: cut every crop on the device, the generated ones included."""
+        """Several interpolated images per item as one batch; ``augment.on_gpu``: cut every crop on the device,
+        the generated ones included."""
+        batch = flat_interpolations(batch)
         if self.batch_augment is None or not self.training:
             return batch
         c, make = self.cfg.crops, self.batch_augment
@@ -75,14 +77,14 @@ class GenDINOModule(DINOModule):
         """L_dino on the multi-crops (+ lambda * L_dis on the interpolated views): ``loss``, ``dino``, ..."""
         crops, n_global = batch["image"], self.cfg.crops.n_global
         interp = batch.get("interp")
-        b = crops[0].shape[0]
+        b, m = crops[0].shape[0], len(interp[0]) if interp else 0   # m: interpolated images
         # the interpolated view goes right after the global crops, so equal sizes share one backbone call
         student_in = [*crops[:n_global], *([interp[0]] if interp else []), *crops[n_global:]]
         with torch.no_grad():
             teacher_out = self.teacher([*crops[:n_global], *(interp[1:] if interp else [])])
         student_out = self.student(student_in)
         split = n_global * b
-        student_dino = student_out if not interp else torch.cat([student_out[:split], student_out[split + b:]])
+        student_dino = student_out if not interp else torch.cat([student_out[:split], student_out[split + m:]])
         self.log_diagnostics(student_dino, teacher_out[:split], teacher_temp)
         weights = self.pair_weights(crops[0], crops[1]) if self.pair_weights else None
         # both terms see this step's centre c; it moves (with the global crops only) after both
@@ -94,7 +96,7 @@ class GenDINOModule(DINOModule):
         loss = dino
         if interp:
             first, second = teacher_out[split:].chunk(2)
-            dis = self.disentangle_loss(student_out[split:split + b], first, second, batch["alpha"],
+            dis = self.disentangle_loss(student_out[split:split + m], first, second, batch["alpha"],
                                         self.loss.center, teacher_temp)
             loss = loss + self.cfg.disentangle.weight * dis / DINOLoss.n_pairs(n_global, self.n_crops)
             parts["disentangle"] = dis
@@ -156,7 +158,7 @@ def run(cfg: Stage3Config) -> int:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dataset = GenDINOTiles(tiles, cfg.views, cfg.gen.p, interpolations, cfg.crops, cfg.augment, IMAGENET_MEAN,
                            IMAGENET_STD, on_device=cfg.augment.on_gpu, curriculum=cfg.gen.curriculum,
-                           interp_target=cfg.disentangle.target)
+                           interp_target=cfg.disentangle.target, interp_per_item=cfg.disentangle.per_item)
     method = cfg.ssl.method
     curves = ("train/loss", f"train/{method}", *(("train/disentangle",) if interpolations else ()), "train/lr")
     module = GenDINOModule if method == "dino" else GenSiameseModule

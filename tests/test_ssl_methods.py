@@ -78,10 +78,11 @@ def test_without_batch_norm_no_projection_depends_on_the_rest_of_its_batch(tmp_p
         assert torch.allclose(alone, with_others, atol=1e-5) == (not batch_norm)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_each_term_gets_the_right_rows(labeled_tiles, views, tmp_path, method):  # noqa: F811
+@pytest.mark.parametrize("method,per_item", [(m, 1) for m in METHODS] + [("simclr", 2), ("byol", 2)])
+def test_each_term_gets_the_right_rows(labeled_tiles, views, tmp_path, method, per_item):  # noqa: F811
     """Outputs (fill, 1) per image: the pairs are (each global crop's target, every other crop's query); the
-    interpolated query's target mixes its sources' (fill, 1) by alpha before normalising."""
+    interpolated query's target mixes its sources' (fill, 1) by alpha before normalising. With per_item images
+    per item (flattened: m = per_item * B rows) the task gets all m and the pairs none of them."""
     cfg = compose_config("stage3", Stage3Config, [f"data.path={labeled_tiles}", f"views={views}",
                                                   f"out={tmp_path / 'x'}", "experiment=tiny", f"ssl.method={method}",
                                                   "disentangle.weight=2"], other_blocks=_all_blocks())
@@ -100,27 +101,30 @@ def test_each_term_gets_the_right_rows(labeled_tiles, views, tmp_path, method): 
 
     pairs_seen = []
     original = siamese.nt_xent
-    siamese.nt_xent = lambda z1, z2, t, w=None: pairs_seen.append((z1[0, 0].item(), z2[0, 0].item())) or torch.tensor(1.0)
+    siamese.nt_xent = lambda z1, z2, t, w=None: (pairs_seen.append((z1[:, 0].tolist(), z2[:, 0].tolist()))
+                                                 or torch.tensor(1.0))
     try:
         b, size, local = 3, cfg.crops.global_size, cfg.crops.local_size
         crops = [torch.full((b, 3, size, size), float(i)) for i in range(2)]
         crops += [torch.full((b, 3, local, local), float(i)) for i in (2, 3)]
-        interp = [torch.full((b, 3, size, size), v) for v in (10.0, 11.0, 12.0)]      # v_int, v1, v2
+        m = per_item * b
+        interp = [torch.full((m, 3, size, size), v) for v in (10.0, 11.0, 12.0)]      # v_int, v1, v2
         parts = module.losses({"image": crops, "interp": interp, "generated": torch.zeros(b, dtype=torch.bool),
-                               "alpha": torch.full((b,), 0.3)}, teacher_temp=0.04)
+                               "alpha": torch.full((m,), 0.3)}, teacher_temp=0.04)
     finally:
         siamese.nt_xent = original
     *main, (query, target) = seen
     if method == "simclr":
-        assert pairs_seen == [(0.0, 1.0), (0.0, 2.0), (0.0, 3.0), (1.0, 2.0), (1.0, 3.0)]
+        assert pairs_seen == [([i] * b, [j] * b)
+                              for i, j in [(0.0, 1.0), (0.0, 2.0), (0.0, 3.0), (1.0, 2.0), (1.0, 3.0)]]
         assert main == []
     else:
-        assert [(q[0, 0].item(), k[0, 0].item()) for q, k in main] == [
-            (1.0, 0.0), (2.0, 0.0), (3.0, 0.0), (0.0, 1.0), (2.0, 1.0), (3.0, 1.0)]
+        assert [(q[:, 0].tolist(), k[:, 0].tolist()) for q, k in main] == [([q] * b, [k] * b) for q, k in [
+            (1.0, 0.0), (2.0, 0.0), (3.0, 0.0), (0.0, 1.0), (2.0, 1.0), (3.0, 1.0)]]
     n_pairs = 5 if method == "simclr" else 6
-    assert query[:, 0].tolist() == [10.0] * b                          # the interpolated view's query
+    assert query[:, 0].tolist() == [10.0] * m                          # the interpolated view's query
     mix = 0.3 * 11.0 + 0.7 * 12.0                                       # alpha weighs source 1
-    np.testing.assert_allclose(target.numpy(), np.tile([mix, 1.0] / np.hypot(mix, 1.0), (b, 1)), rtol=1e-6)
+    np.testing.assert_allclose(target.numpy(), np.tile([mix, 1.0] / np.hypot(mix, 1.0), (m, 1)), rtol=1e-6)
     assert parts["loss"].item() == pytest.approx(1.0 + 2.0 * 1.0 / n_pairs)
 
 

@@ -179,8 +179,10 @@ def test_stage3_starts_from_given_weights(gen_dino_run, labeled_tiles, tmp_path)
     assert bad.returncode == 2 and "init=" in bad.stderr
 
 
-def test_each_loss_gets_the_right_rows(labeled_tiles, views, tmp_path):
-    """Student rows of the interpolated view go to L_dis only; teacher rows of v1, v2 in order; one centre."""
+@pytest.mark.parametrize("per_item", [1, 2])
+def test_each_loss_gets_the_right_rows(labeled_tiles, views, tmp_path, per_item):
+    """Student rows of the interpolated view go to L_dis only; teacher rows of v1, v2 in order; one centre.
+    With per_item images per item (flattened: m = per_item * B rows) every one of them, and only them."""
     from gensis.cli import _all_blocks
     from gensis.config.compose import compose_config
     from gensis.config.stage3 import Stage3Config
@@ -212,65 +214,90 @@ def test_each_loss_gets_the_right_rows(labeled_tiles, views, tmp_path):
     size = cfg.crops.global_size
     crops = [torch.full((b, 3, size, size), float(i)) for i in range(2)]
     crops += [torch.full((b, 3, cfg.crops.local_size, cfg.crops.local_size), float(i)) for i in (2, 3)]
-    interp = [torch.full((b, 3, size, size), v) for v in (10.0, 11.0, 12.0)]   # v_int, v1, v2
+    m = per_item * b
+    interp = [torch.full((m, 3, size, size), v) for v in (10.0, 11.0, 12.0)]   # v_int, v1, v2
     module.losses({"image": crops, "interp": interp, "generated": torch.zeros(b, dtype=torch.bool),
-                   "alpha": torch.full((b,), 0.3)}, teacher_temp=0.04)
+                   "alpha": torch.full((m,), 0.3)}, teacher_temp=0.04)
     student_dino, teacher_dino, dino_center = seen["dino"]
     assert student_dino.tolist() == [0.0] * b + [1.0] * b + [2.0] * b + [3.0] * b   # no interpolated rows
     assert teacher_dino.tolist() == [0.0] * b + [1.0] * b                            # global crops only
     student_int, first, second, dis_center = seen["dis"]
-    assert student_int.tolist() == [10.0] * b and first.tolist() == [11.0] * b and second.tolist() == [12.0] * b
+    assert student_int.tolist() == [10.0] * m and first.tolist() == [11.0] * m and second.tolist() == [12.0] * m
     assert torch.equal(dino_center, dis_center)                  # both terms use this step's centre
     assert not torch.equal(module.loss.center, dis_center)       # which moves after them
 
 
-@pytest.mark.parametrize("target", ["sources", "self"])
-def test_interpolated_items_carry_their_sources_in_order(labeled_tiles, views, target):
+@pytest.mark.parametrize("target,per_item", [("sources", 1), ("self", 1), ("sources", 3)])
+def test_interpolated_items_carry_their_sources_in_order(labeled_tiles, views, target, per_item):
     """On the device path images are only resized: each item's sources equal the stored pair, first first,
     brought to the views' resolution (16 px) before the resize to the source size; with disentangle.target=self
-    all three are the stored interpolated image."""
+    all three are the stored interpolated image. With per_item n each role is a stack of n, image k of each
+    role and alpha k belonging to one stored interpolation."""
     from gensis.data.augment import uint8_transform
     from PIL import Image
 
     tiles = open_tiles(labeled_tiles)
     dataset = GenDINOTiles(tiles, views, 0.0, True, CropConfig(global_size=16, local_size=8, n_local=2),
                            AugmentConfig(source_size=32), (0.5,) * 3, (0.5,) * 3, on_device=True,
-                           interp_target=target)
+                           interp_target=target, interp_per_item=per_item)
     with h5py.File(views, "r") as f:
         images, pairs, alphas = f["interp/images"][:], f["interp/pairs"][:], f["interp/alpha"][:]
+    assert len(np.unique(alphas)) == len(alphas)               # alpha names its interpolation
     resize = uint8_transform(32)
     for index in range(4):
         item = dataset[index]
-        j = int(np.argmin(np.abs(alphas - item["alpha"])))
-        first, second = (Image.fromarray(tiles.load(int(t))).resize((16, 16), Image.Resampling.BICUBIC)
-                         for t in pairs[j])
-        if target == "self":
-            first = second = Image.fromarray(images[j])
-        assert torch.equal(item["interp"][0], resize(Image.fromarray(images[j])))
-        assert torch.equal(item["interp"][1], resize(first)) and torch.equal(item["interp"][2], resize(second))
+        drawn = [(item["alpha"], item["interp"])] if per_item == 1 else [
+            (float(item["alpha"][k]), [role[k] for role in item["interp"]]) for k in range(per_item)]
+        if per_item > 1:
+            assert [tuple(role.shape) for role in item["interp"]] == [(per_item, 3, 32, 32)] * 3
+        for alpha, interp in drawn:
+            j = int(np.argmin(np.abs(alphas - alpha)))
+            first, second = (Image.fromarray(tiles.load(int(t))).resize((16, 16), Image.Resampling.BICUBIC)
+                             for t in pairs[j])
+            if target == "self":
+                first = second = Image.fromarray(images[j])
+            assert torch.equal(interp[0], resize(Image.fromarray(images[j])))
+            assert torch.equal(interp[1], resize(first)) and torch.equal(interp[2], resize(second))
         assert "generated_image" not in item                       # gen.p = 0: no second copy of the tile
 
 
-@pytest.mark.parametrize("on_device", [False, True])
-def test_the_self_control_reaches_the_loss_on_both_augmentation_paths(labeled_tiles, tmp_path, on_device):
+def test_several_interpolations_per_item_flatten_into_one_batch():
+    """(B, n, ...) per role and alpha (B, n) become B * n rows, item b's k-th image at row b * n + k in every role."""
+    from gensis.training.generated_views import flat_interpolations
+
+    b, n = 2, 3
+    fill = torch.arange(b * n, dtype=torch.float32).reshape(b, n)            # b * n + k
+    roles = [(fill + 100 * r)[:, :, None, None, None].expand(b, n, 3, 4, 4).clone() for r in range(3)]
+    batch = flat_interpolations({"interp": roles, "alpha": fill / 10})
+    for r, role in enumerate(batch["interp"]):
+        assert role.shape == (b * n, 3, 4, 4)
+        assert role[:, 0, 0, 0].tolist() == [100 * r + i for i in range(b * n)]
+    assert batch["alpha"].tolist() == pytest.approx([i / 10 for i in range(b * n)])
+    one = {"interp": [torch.zeros(b, 3, 4, 4)] * 3, "alpha": torch.zeros(b)}
+    assert flat_interpolations(dict(one))["interp"][0].shape == (b, 3, 4, 4)   # one per item: as it is
+
+
+@pytest.mark.parametrize("on_device,per_item", [(False, 1), (True, 1), (False, 2), (True, 2)])
+def test_the_self_control_reaches_the_loss_on_both_augmentation_paths(labeled_tiles, tmp_path, on_device, per_item):
     """A store whose interpolated images are all black: with disentangle.target=self every query and every mixed
-    key of the task is the same vector, so its InfoNCE is exactly ln B (B = 8, drop_last); with the source tiles
-    as targets the keys differ and it is not."""
+    key of the task is the same vector, so its InfoNCE is exactly ln(n B) (B = 8, drop_last; n = per_item images
+    per item, all in the task's batch); with the source tiles as targets the keys differ and it is not."""
     black = write_views(tmp_path / "black.h5", open_tiles(labeled_tiles).keys, fill=0)
     device = ("augment.on_gpu=true", "augment.source_size=32") if on_device else ()
     losses = {}
     for target in ("self", "sources"):
         result = stage3(labeled_tiles, tmp_path / target, f"views={black}", "ssl.method=simclr", "gen.p=0",
-                        f"disentangle.target={target}", *device)
+                        f"disentangle.target={target}", f"disentangle.per_item={per_item}", *device)
         assert result.returncode == 0, result.stderr[-2000:]
         losses[target] = np.array([float(r["train/disentangle"]) for r in metrics(tmp_path / target)])
-    np.testing.assert_allclose(losses["self"], np.log(8), atol=1e-5)
-    assert np.abs(losses["sources"] - np.log(8)).max() > 1e-4
+    np.testing.assert_allclose(losses["self"], np.log(8 * per_item), atol=1e-5)
+    assert np.abs(losses["sources"] - np.log(8 * per_item)).max() > 1e-4
 
 
-def test_a_wrong_disentangle_target_is_one_line(labeled_tiles, views, tmp_path):
-    wrong = stage3(labeled_tiles, tmp_path / "wrong", f"views={views}", "disentangle.target=pair")
-    assert wrong.returncode == 2 and "disentangle.target" in wrong.stderr and "Traceback" not in wrong.stderr
+@pytest.mark.parametrize("key,value", [("disentangle.target", "pair"), ("disentangle.per_item", "0")])
+def test_a_wrong_disentangle_option_is_one_line(labeled_tiles, views, tmp_path, key, value):
+    wrong = stage3(labeled_tiles, tmp_path / "wrong", f"views={views}", f"{key}={value}")
+    assert wrong.returncode == 2 and key in wrong.stderr and "Traceback" not in wrong.stderr
     assert not (tmp_path / "wrong").exists()
 
 

@@ -39,12 +39,17 @@ class DisentangleConfig:
     target: str = _help("sources: the interpolated image's target mixes its two source tiles' (the task); self: it "
                         "mixes two other views of the interpolated image itself, a control that keeps the images "
                         "and drops the pair", "sources")
+    per_item: int = _help("interpolated images per training item, each with its own pair and augmentation: the "
+                          "task's batch is per_item x B images (its loss is their mean, so the weight keeps its "
+                          "meaning)", 1)
 
     def __post_init__(self):
         if self.weight < 0:
             raise ValueError(f"disentangle.weight must be >= 0, got {self.weight}")
         if self.target not in DISENTANGLE_TARGETS:
             raise ValueError(f"disentangle.target must be one of {'|'.join(DISENTANGLE_TARGETS)}, got {self.target!r}")
+        if self.per_item < 1:
+            raise ValueError(f"disentangle.per_item must be >= 1, got {self.per_item}")
 
 
 @dataclass(frozen=True)

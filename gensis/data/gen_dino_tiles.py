@@ -11,7 +11,10 @@ Item ``i`` is tile ``i`` of the tile source:
   image and of its two source tiles, and ``alpha`` (the weight of the first source). With
   ``interp_target="self"`` (a control) the two "sources" are two more views of the
   interpolated image itself: the same images and network compute (no source tiles are
-  read), the pair left out of the target; alpha still weighs the two views.
+  read), the pair left out of the target; alpha still weighs the two views. With
+  ``interp_per_item`` n > 1, n interpolated images, each with its own pair: each of the three
+  is an (n, 3, S, S) stack and ``alpha`` has n values (the module flattens them into one batch:
+  gensis/training/generated_views.py).
 
 With ``on_device=True`` items hold uint8 (3, S, S) images instead of crops (``image``,
 ``generated_image``: the view or the tile again, only when ``p_gen > 0``; ``interp``) and the module cuts the crops on the
@@ -44,7 +47,7 @@ from gensis.errors import GensisError
 class GenDINOTiles(Dataset):
     def __init__(self, tiles: TileDataset, views_path, p_gen: float, interpolations: bool, crops: CropConfig,
                  augment: AugmentConfig, mean, std, on_device: bool = False, curriculum: str = "none",
-                 interp_target: str = "sources"):
+                 interp_target: str = "sources", interp_per_item: int = 1):
         if tiles.transform is not None:
             raise ValueError("GenDINOTiles needs a tile source without a transform")
         self.tiles = tiles
@@ -52,6 +55,9 @@ class GenDINOTiles(Dataset):
         if interp_target not in DISENTANGLE_TARGETS:
             raise ValueError(f"interp_target must be one of {'|'.join(DISENTANGLE_TARGETS)}, got {interp_target!r}")
         self.interp_target = interp_target
+        if interp_per_item < 1:
+            raise ValueError(f"interp_per_item must be >= 1, got {interp_per_item}")
+        self.interp_per_item = interp_per_item
         if on_device:
             self.to_uint8 = uint8_transform(augment.source_size)
         else:
@@ -116,6 +122,20 @@ class GenDINOTiles(Dataset):
                  else int(torch.randint(0, len(self.view_levels), ())))
         return True, group * per_level + int(torch.randint(0, per_level, ())), self.view_levels[group]
 
+    def draw_interpolation(self) -> tuple[list, float]:
+        """A random interpolated image and its two sources (``interp_target``), each with its own
+        augmentation, and alpha."""
+        store = self._store()
+        j = int(torch.randint(0, store["interp/images"].shape[0], ()))
+        interpolated = Image.fromarray(self._read(store["interp/images"], j, f"interpolated image {j}"))
+        if self.interp_target == "self":
+            images = [interpolated] * 3
+        else:
+            first, second = (int(t) for t in store["interp/pairs"][j])
+            images = [interpolated, self.load_real(first), self.load_real(second)]
+        make = self.to_uint8 if self.on_device else self.interp_view
+        return [make(image) for image in images], float(store["interp/alpha"][j])
+
     def __getitem__(self, index: int) -> dict:
         real = self.load_real(index)
         view, level = None, -1
@@ -136,15 +156,10 @@ class GenDINOTiles(Dataset):
                 crops[1] = self.generated_view(view)
             item["image"] = crops
         if self.interpolations:
-            store = self._store()
-            j = int(torch.randint(0, store["interp/images"].shape[0], ()))
-            interpolated = Image.fromarray(self._read(store["interp/images"], j, f"interpolated image {j}"))
-            if self.interp_target == "self":
-                images = [interpolated] * 3
-            else:
-                first, second = (int(t) for t in store["interp/pairs"][j])
-                images = [interpolated, self.load_real(first), self.load_real(second)]
-            make = self.to_uint8 if self.on_device else self.interp_view
-            item["interp"] = [make(image) for image in images]   # each its own random augmentation
-            item["alpha"] = float(store["interp/alpha"][j])
+            drawn = [self.draw_interpolation() for _ in range(self.interp_per_item)]
+            if self.interp_per_item == 1:
+                item["interp"], item["alpha"] = drawn[0]
+            else:   # each of the three a stack of n, alpha n values
+                item["interp"] = [torch.stack(images) for images in zip(*(views for views, _ in drawn))]
+                item["alpha"] = torch.tensor([alpha for _, alpha in drawn], dtype=torch.float32)
         return item

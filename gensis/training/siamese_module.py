@@ -86,10 +86,10 @@ class SiameseModule(DINOModule):
     def losses(self, batch: dict, teacher_temp: float) -> dict[str, torch.Tensor]:
         s, crops, g = self.cfg.ssl, batch["image"], self.cfg.crops.n_global
         interp = batch.get("interp")
-        b = crops[0].shape[0]
+        b, m = crops[0].shape[0], len(interp[0]) if interp else 0   # m: interpolated images
         out = self.student([*crops[:g], *([interp[0]] if interp else []), *crops[g:]])
         split = g * b
-        per_crop = (out if not interp else torch.cat([out[:split], out[split + b:]])).chunk(self.n_crops)
+        per_crop = (out if not interp else torch.cat([out[:split], out[split + m:]])).chunk(self.n_crops)
         pairs = self.crop_pairs()
         weights = self.pair_weights(crops[0], crops[1]) if self.pair_weights else None
         if s.method == "simclr":
@@ -108,7 +108,7 @@ class SiameseModule(DINOModule):
         loss = main
         if interp:
             first, second = sources.chunk(2)
-            dis = self.criterion(out[split:split + b], mixed_target(first, second, batch["alpha"]))
+            dis = self.criterion(out[split:split + m], mixed_target(first, second, batch["alpha"]))
             loss = loss + self.cfg.disentangle.weight * dis / len(pairs)
             parts["disentangle"] = dis
         if weights is not None:
