@@ -283,12 +283,13 @@ def run(cfg: Stage2Config) -> int:
     callbacks = [PipelineExport(info), SampleGrid(cfg, real, embeddings[rows])]
     trainer = make_trainer(cfg.trainer, out, callbacks, epochs=cfg.train.epochs, progress=cfg.progress,
                            gradient_clip_val=cfg.train.clip_grad or None)
-    if len(dataset) < cfg.data.batch_size * trainer.world_size:
+    batch, batch_key = cfg.train.batch(cfg.data), "train" if cfg.train.batch_size is not None else "data"
+    if len(dataset) < batch * trainer.world_size:
         raise GensisError(f"data.path={cfg.data.path}: {len(dataset)} tiles, fewer than one batch "
-                          f"({cfg.data.batch_size} x {trainer.world_size} devices); lower data.batch_size")
+                          f"({batch} x {trainer.world_size} devices); lower {batch_key}.batch_size")
     module = DiffusionModule(cfg, spec.embed_dim, vae, center=embedding_center(embeddings)
                              if cfg.generator.center_embeddings else None)
-    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
                         num_workers=cfg.data.workers, persistent_workers=cfg.data.workers > 0,
                         pin_memory=torch.cuda.is_available())
     trainer.fit(module, loader, ckpt_path=str(ckpt) if ckpt else None)

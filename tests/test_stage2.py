@@ -369,6 +369,18 @@ def test_stage2_on_two_ddp_processes(labeled_tiles, encoder_run, tmp_path):
     assert (out / "pipeline" / "model_index.json").is_file() and not (out / "samples").exists()
 
 
+def test_stage2_trains_with_its_own_batch_size(labeled_tiles, encoder_run, tmp_path):
+    """train.batch_size sets stage 2's training batch apart from data.batch_size (the tiny preset's 8)."""
+    args = [f"data.path={labeled_tiles}", f"encoder={encoder_run}", "experiment=tiny", "train.epochs=2",
+            "report.tiles=0", "samples.rows=0"]
+    result = run_cli("stage2", *args, f"out={tmp_path / 's2'}", "train.batch_size=12")
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(tmp_path / "s2" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 6                    # 36 tiles / 12 per step = 3 steps an epoch, 2 epochs
+    too_big = run_cli("stage2", *args, f"out={tmp_path / 'big'}", "train.batch_size=40")
+    assert too_big.returncode == 2 and "lower train.batch_size" in too_big.stderr and "Traceback" not in too_big.stderr
+
+
 SLOW_GENERATE = """
 import time
 from gensis.data import views_store

@@ -27,10 +27,18 @@ class DiffusionOptimConfig:
     warmup_steps: int = _help("linear learning-rate warm-up steps", 500)
     weight_decay: float = _help("AdamW weight decay", 0.01)
     clip_grad: float = _help("global gradient-norm clip (0: off)", 1.0)
+    batch_size: Optional[int] = _help("training batch per device (null: data.batch_size, which also batches the "
+                                      "embedding and caching passes)", None)
 
     def __post_init__(self):
         if self.epochs < 1:
             raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"train.batch_size must be >= 1 or null, got {self.batch_size}")
+
+    def batch(self, data: DataConfig) -> int:
+        """The training batch: ``train.batch_size``, else ``data.batch_size``."""
+        return self.batch_size if self.batch_size is not None else data.batch_size
 
 
 @dataclass(frozen=True)
