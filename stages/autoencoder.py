@@ -121,10 +121,10 @@ def run(cfg: AutoencoderConfig) -> int:
     train = Subset(tiles, order[cfg.held_out:].tolist())
     trainer = make_trainer(cfg.trainer, out, [HeldOutReconstruction(held_out)], epochs=cfg.train.epochs,
                            progress=cfg.progress, gradient_clip_val=cfg.train.clip_grad or None)
-    batch, batch_key = cfg.train.batch(cfg.data), "train" if cfg.train.batch_size is not None else "data"
+    batch, batch_key = cfg.train.batch(cfg.data)
     if len(train) < batch * trainer.world_size:
         raise GensisError(f"data.path={cfg.data.path}: {len(train)} training tiles, fewer than one batch; "
-                          f"lower {batch_key}.batch_size or held_out")
+                          f"lower {batch_key} or held_out")
     module = AutoencoderModule(cfg)
     loader = DataLoader(train, batch_size=batch, shuffle=True, drop_last=True,
                         num_workers=cfg.data.workers, persistent_workers=cfg.data.workers > 0,

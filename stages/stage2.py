@@ -283,10 +283,10 @@ def run(cfg: Stage2Config) -> int:
     callbacks = [PipelineExport(info), SampleGrid(cfg, real, embeddings[rows])]
     trainer = make_trainer(cfg.trainer, out, callbacks, epochs=cfg.train.epochs, progress=cfg.progress,
                            gradient_clip_val=cfg.train.clip_grad or None)
-    batch, batch_key = cfg.train.batch(cfg.data), "train" if cfg.train.batch_size is not None else "data"
+    batch, batch_key = cfg.train.batch(cfg.data)
     if len(dataset) < batch * trainer.world_size:
         raise GensisError(f"data.path={cfg.data.path}: {len(dataset)} tiles, fewer than one batch "
-                          f"({batch} x {trainer.world_size} devices); lower {batch_key}.batch_size")
+                          f"({batch} x {trainer.world_size} devices); lower {batch_key}")
     module = DiffusionModule(cfg, spec.embed_dim, vae, center=embedding_center(embeddings)
                              if cfg.generator.center_embeddings else None)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,

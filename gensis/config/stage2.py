@@ -36,9 +36,11 @@ class DiffusionOptimConfig:
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"train.batch_size must be >= 1 or null, got {self.batch_size}")
 
-    def batch(self, data: DataConfig) -> int:
-        """The training batch: ``train.batch_size``, else ``data.batch_size``."""
-        return self.batch_size if self.batch_size is not None else data.batch_size
+    def batch(self, data: DataConfig) -> tuple[int, str]:
+        """The training batch and the key that set it: ``train.batch_size``, else ``data.batch_size``."""
+        if self.batch_size is not None:
+            return self.batch_size, "train.batch_size"
+        return data.batch_size, "data.batch_size"
 
 
 @dataclass(frozen=True)
