@@ -17,7 +17,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
 from gensis.atomic import atomic_path
 from gensis.config.stage2 import AutoencoderConfig
@@ -27,7 +27,7 @@ from gensis.errors import GensisError
 from gensis.evaluation.image_grid import save_png, tile_grid
 from gensis.models.autoencoder import build_autoencoder
 from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
-from gensis.training.trainer import adamw_with_warmup, make_trainer, save_metrics
+from gensis.training.trainer import adamw_with_warmup, make_trainer, save_metrics, training_loader
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -122,13 +122,8 @@ def run(cfg: AutoencoderConfig) -> int:
     trainer = make_trainer(cfg.trainer, out, [HeldOutReconstruction(held_out)], epochs=cfg.train.epochs,
                            progress=cfg.progress, gradient_clip_val=cfg.train.clip_grad or None)
     batch, batch_key = cfg.train.batch(cfg.data)
-    if len(train) < batch * trainer.world_size:
-        raise GensisError(f"data.path={cfg.data.path}: {len(train)} training tiles, fewer than one batch; "
-                          f"lower {batch_key} or held_out")
+    loader = training_loader(train, batch, f"{batch_key} or held_out", trainer, cfg.data)
     module = AutoencoderModule(cfg)
-    loader = DataLoader(train, batch_size=batch, shuffle=True, drop_last=True,
-                        num_workers=cfg.data.workers, persistent_workers=cfg.data.workers > 0,
-                        pin_memory=torch.cuda.is_available())
     trainer.fit(module, loader, ckpt_path=str(ckpt) if ckpt else None)
     if trainer.is_global_zero:
         merge_metrics(out)

@@ -23,7 +23,6 @@ from diffusers import AutoencoderKL, DDPMScheduler
 from diffusers.training_utils import EMAModel
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
 
 from gensis.atomic import atomic_path
 from gensis.config.stage2 import Stage2Config
@@ -39,7 +38,7 @@ from gensis.models.backbone import encoder_hash, file_hash, load_encoder
 from gensis.models.conditional_unet import build_unet, denoise
 from gensis.models.embedding_conditioner import EmbeddingConditioner
 from gensis.training.run_dir import merge_metrics, plot_metrics, prepare_run_dir
-from gensis.training.trainer import adamw_with_warmup, make_trainer, save_metrics
+from gensis.training.trainer import adamw_with_warmup, make_trainer, save_metrics, training_loader
 
 
 def embedding_center(embeddings: np.ndarray) -> list[float]:
@@ -283,15 +282,9 @@ def run(cfg: Stage2Config) -> int:
     callbacks = [PipelineExport(info), SampleGrid(cfg, real, embeddings[rows])]
     trainer = make_trainer(cfg.trainer, out, callbacks, epochs=cfg.train.epochs, progress=cfg.progress,
                            gradient_clip_val=cfg.train.clip_grad or None)
-    batch, batch_key = cfg.train.batch(cfg.data)
-    if len(dataset) < batch * trainer.world_size:
-        raise GensisError(f"data.path={cfg.data.path}: {len(dataset)} tiles, fewer than one batch "
-                          f"({batch} x {trainer.world_size} devices); lower {batch_key}")
+    loader = training_loader(dataset, *cfg.train.batch(cfg.data), trainer, cfg.data)
     module = DiffusionModule(cfg, spec.embed_dim, vae, center=embedding_center(embeddings)
                              if cfg.generator.center_embeddings else None)
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True,
-                        num_workers=cfg.data.workers, persistent_workers=cfg.data.workers > 0,
-                        pin_memory=torch.cuda.is_available())
     trainer.fit(module, loader, ckpt_path=str(ckpt) if ckpt else None)
     if trainer.is_global_zero:
         pipeline = export_pipeline(module, out, info)

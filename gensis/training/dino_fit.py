@@ -7,16 +7,14 @@ from pathlib import Path
 from typing import Callable
 
 import lightning as L
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from gensis.config.stage1 import Stage1Config
-from gensis.errors import GensisError
 from gensis.models.backbone import IMAGENET_MEAN, IMAGENET_STD, save_encoder
 from gensis.training.dino_module import DINOModule
 from gensis.training.encoder_callbacks import DDPConsistency, EncoderExport, KNNMonitor
 from gensis.training.run_dir import merge_metrics, plot_metrics
-from gensis.training.trainer import make_trainer
+from gensis.training.trainer import make_trainer, training_loader
 
 DIAGNOSTICS = ("diag/teacher_entropy", "diag/teacher_student_kl", "diag/view_agreement")
 
@@ -34,16 +32,10 @@ def fit_dino(cfg: Stage1Config, dataset: Dataset, make_module: Callable[[int, in
         callbacks.append(KNNMonitor(cfg.data.val, cfg.trainer.eval_every, cfg.data.batch_size, cfg.data.workers,
                                     cfg.backbone.img_size, IMAGENET_MEAN, IMAGENET_STD))
     trainer = make_trainer(cfg.trainer, out, callbacks, epochs=cfg.optim.epochs, progress=cfg.progress)
-    per_step = cfg.data.batch_size * trainer.world_size
-    if len(dataset) < per_step:
-        raise GensisError(f"data.path={cfg.data.path}: {len(dataset)} tiles, fewer than one batch "
-                          f"({cfg.data.batch_size} x {trainer.world_size} devices); lower data.batch_size")
+    loader = training_loader(dataset, cfg.data.batch_size, "data.batch_size", trainer, cfg.data)
     # each rank gets ceil(N / world) samples (the distributed sampler pads), then drops its last partial batch
     steps_per_epoch = math.ceil(len(dataset) / trainer.world_size) // cfg.data.batch_size
     module = make_module(steps_per_epoch, trainer.world_size)
-    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                        num_workers=cfg.data.workers, persistent_workers=cfg.data.workers > 0,
-                        pin_memory=torch.cuda.is_available())
     trainer.fit(module, loader, ckpt_path=str(ckpt) if ckpt else None)
     if trainer.is_global_zero:
         save_encoder(out, module.teacher.backbone, module.encoder_spec())

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightning as L
 
 from gensis.config.train import TrainerConfig
 from gensis.training.run_dir import merge_metrics, session_log_dir
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
 
 
 def adamw_with_warmup(parameters, lr: float, weight_decay: float, warmup_steps: int) -> dict:
@@ -19,6 +23,21 @@ def adamw_with_warmup(parameters, lr: float, weight_decay: float, warmup_steps: 
     warmup = max(1, warmup_steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def training_loader(dataset, batch_size: int, batch_key: str, trainer: L.Trainer, data) -> DataLoader:
+    """The shuffled, drop-last loader every training stage fits on, after checking that ``dataset`` holds at
+    least one batch per device (else one line naming ``data.path`` and ``batch_key``, the key to lower)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from gensis.errors import GensisError
+
+    if len(dataset) < batch_size * trainer.world_size:
+        raise GensisError(f"data.path={data.path}: {len(dataset)} training tiles, fewer than one batch "
+                          f"({batch_size} x {trainer.world_size} devices); lower {batch_key}")
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=data.workers,
+                      persistent_workers=data.workers > 0, pin_memory=torch.cuda.is_available())
 
 
 def save_metrics(trainer: L.Trainer) -> None:
