@@ -168,6 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         from gensis.config.compose import compose_config
+        from gensis.quiet_logs import quiet_third_party
+
+        quiet_third_party()
 
         cfg = compose_config(name, command.schema(), args, other_blocks=_all_blocks())
         return int(command.run(cfg) or 0)
